@@ -1,0 +1,55 @@
+# Every developer command. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: help install run worker test test-fast test-system lint typecheck format bench clean
+
+help: ## List the targets
+	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11+ is needed (found: $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## Create the venv and install the project with its dev tools
+
+run: install ## Private redis-server (unless REDIS_URL is set) + gunicorn + worker with scheduler
+	APP_ENV=$${APP_ENV:-development} $(BIN)/agora-webhook dev
+
+worker: install ## One RQ worker with the scheduler, against REDIS_URL
+	$(BIN)/python -m workers
+
+test: install lint typecheck ## What CI runs: lint, types, then the whole suite (own redis-servers)
+	$(BIN)/pytest
+
+test-fast: install ## The suite without lint, types or the slow system tests
+	$(BIN)/pytest -m 'not system'
+
+test-system: install ## Only the tests that start real processes
+	$(BIN)/pytest -m system
+
+lint: install ## ruff check, ruff format --check, import contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+typecheck: install ## mypy strict on webhook/ and workers/
+	$(BIN)/mypy
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## Throughput, latency, ledger and memory against the durable floor
+	$(BIN)/python -m bench.ingest
+
+clean: ## Remove the venv, local Redis data and caches
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -1,0 +1,23 @@
+"""gunicorn settings, from the environment. `gunicorn -c deploy/gunicorn.conf.py wsgi:app`."""
+
+import os
+
+from webhook.config import Settings
+from webhook.logconfig import logging_config
+
+bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let one process overlap a Redis round trip with the next request and keep
+# connections alive, as Agora recommends (KeepAliveTimeout >= 10 s).
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "15"))
+# Agora gives up on an answer after 10 s; a request still running at 30 s is stuck.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+# Recycle workers now and then so a slow leak can never take the receiver down.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# Parsed here too so a bad configuration stops gunicorn before any worker forks.
+logconfig_dict = logging_config(Settings.from_env().log_format)

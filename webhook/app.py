@@ -1,0 +1,44 @@
+"""create_app(): wiring only, no logic."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from webhook import extensions
+from webhook.config import Settings, redact_url
+from webhook.jobs import callback_queue
+from webhook.store import CallbackStore, connect
+from webhook.views import register_blueprints
+from webhook.views.errors import register_error_handlers
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app; tests pass their own Settings instead of touching os.environ."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+    app.extensions[extensions.SETTINGS] = settings
+    app.extensions[extensions.STORE] = CallbackStore(
+        redis,
+        retention=settings.retention,
+        dedupe_window=settings.dedupe_window,
+        rejected_max=settings.rejected_max,
+    )
+    app.extensions[extensions.QUEUE] = callback_queue(redis, settings.queue_name)
+    if settings.proxy_hops:
+        # Behind a load balancer the client address comes from X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]  # the documented way to wrap the WSGI app
+    register_blueprints(app)
+    register_error_handlers(app)
+    if settings.accepts_unsigned:
+        logger.warning(
+            "UNSIGNED CALLBACKS ARE ACCEPTED: APP_ENV=development and no "
+            "AGORA_CALLBACK_SECRETS. Never run this configuration on the internet."
+        )
+    logger.info("webhook ready: redis=%s", redact_url(settings.redis_url))
+    return app

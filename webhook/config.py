@@ -1,0 +1,128 @@
+"""Settings: everything the service reads from its environment, parsed once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from webhook.errors import ConfigError
+
+Environment = Literal["production", "development"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> timedelta:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return timedelta(seconds=default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return timedelta(seconds=value)
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment, parsed once."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    # Several at once so a secret can be rotated without dropping callbacks.
+    callback_secrets: tuple[str, ...] = ()
+    environment: Environment = "production"
+    max_body_bytes: int = 256 * 1024
+    retention: timedelta = timedelta(days=30)
+    # Agora resends keep the noticeId; a resend inside this window is answered "duplicate".
+    dedupe_window: timedelta = timedelta(days=7)
+    rejected_max: int = 1000
+    # Agora waits 10 s for an answer; a slow Redis must turn into a 503 well before that.
+    redis_timeout: timedelta = timedelta(seconds=0.6)
+    queue_name: str = "agora"
+    proxy_hops: int = 0
+    log_format: Literal["json", "text"] = "json"
+
+    @property
+    def accepts_unsigned(self) -> bool:
+        """Only a development instance without any secret takes unsigned callbacks."""
+        return self.environment == "development" and not self.callback_secrets
+
+    def __repr__(self) -> str:
+        # Never let a secret reach a log line through repr().
+        secrets = f"<{len(self.callback_secrets)} secret(s)>"
+        return (
+            f"Settings(redis_url={redact_url(self.redis_url)!r}, callback_secrets={secrets}, "
+            f"environment={self.environment!r}, queue_name={self.queue_name!r})"
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse and check the environment.
+
+        Raises:
+            ConfigError: a value is malformed, or production has no callback secret.
+        """
+        env = os.environ if env is None else env
+        environment = env.get("APP_ENV", "production").strip().lower() or "production"
+        if environment not in ("production", "development"):
+            raise ConfigError(f"APP_ENV must be production or development, got {environment!r}")
+        secrets = tuple(
+            s.strip() for s in env.get("AGORA_CALLBACK_SECRETS", "").split(",") if s.strip()
+        )
+        if environment == "production" and not secrets:
+            raise ConfigError(
+                "AGORA_CALLBACK_SECRETS must list at least one secret in production "
+                "(set APP_ENV=development to accept unsigned callbacks locally)"
+            )
+        log_format = env.get("LOG_FORMAT", "").strip().lower() or (
+            "json" if environment == "production" else "text"
+        )
+        if log_format not in ("json", "text"):
+            raise ConfigError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+        settings = cls(
+            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            callback_secrets=secrets,
+            environment=environment,  # type: ignore[arg-type]  # checked against the Literal above
+            max_body_bytes=_integer(env, "AGORA_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
+            retention=_seconds(env, "AGORA_RETENTION_SECONDS", timedelta(days=30).total_seconds()),
+            dedupe_window=_seconds(
+                env, "AGORA_DEDUPE_WINDOW_SECONDS", timedelta(days=7).total_seconds()
+            ),
+            rejected_max=_integer(env, "AGORA_REJECTED_MAX", 1000),
+            redis_timeout=_seconds(env, "AGORA_REDIS_TIMEOUT_SECONDS", 0.6),
+            queue_name=env.get("AGORA_QUEUE", "").strip() or "agora",
+            proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),
+            log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
+        )
+        if settings.redis_timeout > timedelta(seconds=4):
+            # Two attempts must fit well inside Agora's 10 s answer window.
+            raise ConfigError("AGORA_REDIS_TIMEOUT_SECONDS must be at most 4")
+        return settings
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for logs: the password replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"

@@ -1,0 +1,62 @@
+"""The failures we report, each with an HTTP status and a stable reason code.
+
+The same reason code goes to the JSON error body, the logs, the counters and the rejected
+store, so an operator can follow one refused callback everywhere. No Flask import here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+
+class WebhookError(Exception):
+    """Base for every failure we report; carries an HTTP status and a stable reason code."""
+
+    status: ClassVar[int] = 500
+    reason: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, errors: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = dict(errors or {})
+
+
+class ConfigError(WebhookError):
+    """The environment does not describe a service we can run."""
+
+    reason = "invalid_configuration"
+
+
+class SignatureMissingError(WebhookError):
+    status = 401
+    reason = "signature_missing"
+
+
+class SignatureError(WebhookError):
+    status = 401
+    reason = "signature_mismatch"
+
+
+class PayloadError(WebhookError):
+    """The body is not a callback we can file under a session (not JSON, no ids)."""
+
+    status = 400
+    reason = "invalid_payload"
+
+
+class BodyTooLargeError(WebhookError):
+    status = 413
+    reason = "body_too_large"
+
+
+class UnsupportedMediaTypeError(WebhookError):
+    status = 415
+    reason = "unsupported_media_type"
+
+
+class StoreUnavailableError(WebhookError):
+    """Redis did not confirm the write: 503 makes Agora retry instead of losing the event."""
+
+    status = 503
+    reason = "store_unavailable"

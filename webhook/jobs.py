@@ -1,0 +1,58 @@
+"""The hand-off from the web side to the workers: job names and the enqueue helper.
+
+The web side names jobs by dotted path, never by import, so it does not depend on the
+workers package (a unit test imports each name, so a rename cannot break the hand-off).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+from webhook.errors import StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+PROCESS_CALLBACK = "workers.callbacks.process_callback"
+
+# Long enough for the reconciliation checks that follow a callback; RQ's Retry handles
+# transient failures inside the job.
+JOB_TIMEOUT_S = 120
+
+
+def callback_job_id(sid: str, notice_id: str) -> str:
+    """Deterministic job id per callback: RQ ids allow only [A-Za-z0-9_-]."""
+    digest = hashlib.sha256(f"{sid}\n{notice_id}".encode()).hexdigest()[:40]
+    return f"callback-{digest}"
+
+
+def callback_queue(redis: Redis, name: str) -> Queue:
+    return Queue(name, connection=redis, serializer=JSONSerializer)
+
+
+def enqueue_callback(queue: Queue, sid: str, notice_id: str) -> bool:
+    """Hand one stored callback to the workers; False if its job already exists.
+
+    Raises:
+        StoreUnavailableError: Redis did not accept the job.
+    """
+    try:
+        queue.enqueue_call(
+            PROCESS_CALLBACK,
+            args=(sid, notice_id),
+            job_id=callback_job_id(sid, notice_id),
+            unique=True,
+            timeout=JOB_TIMEOUT_S,
+            description=f"process callback {notice_id} of {sid}",
+        )
+    except DuplicateJobError:
+        return False
+    except RedisError as err:
+        raise StoreUnavailableError("the job queue is unreachable; retry later") from err
+    return True

@@ -1,0 +1,44 @@
+"""configure_logging(): called once by wsgi.py, gunicorn's config and the worker."""
+
+from __future__ import annotations
+
+import logging.config
+import os
+from typing import Any, Literal
+
+LogFormat = Literal["json", "text"]
+
+
+def logging_config(log_format: LogFormat, level: str | None = None) -> dict[str, Any]:
+    """A dictConfig: one line per event, JSON in production, text in development."""
+    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
+    formatter: dict[str, Any]
+    if log_format == "json":
+        formatter = {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    else:
+        formatter = {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": level, "handlers": ["stderr"], "propagate": False},
+        },
+    }
+
+
+def configure_logging(log_format: LogFormat = "json", level: str | None = None) -> None:
+    logging.config.dictConfig(logging_config(log_format, level))

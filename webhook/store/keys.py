@@ -1,0 +1,76 @@
+"""The whole Redis key schema. Nothing outside this module spells a key.
+
+docs/redis-keys.md documents these keys as a contract for ops dashboards; bump
+SCHEMA_VERSION whenever a key or a field changes meaning.
+"""
+
+from __future__ import annotations
+
+PREFIX = "agora"
+SCHEMA_VERSION = 1
+
+
+def _tagged(sid: str, kind: str) -> str:
+    # {sid} is a Cluster hash tag: every key of one session lands in one slot, so the Lua
+    # script that records a callback can touch all of them atomically on Redis Cluster too.
+    return f"{PREFIX}:{{{sid}}}:{kind}"
+
+
+def events(sid: str) -> str:
+    """Stream: the session's event log, one entry per callback received (raw body kept)."""
+    return _tagged(sid, "events")
+
+
+def session(sid: str) -> str:
+    """Hash: the session summary, derived from the events in an order-independent way."""
+    return _tagged(sid, "session")
+
+
+def notices(sid: str) -> str:
+    """Hash: noticeId -> stream entry id (dedupe), plus redundant-copy identities."""
+    return _tagged(sid, "notices")
+
+
+def sequences(sid: str) -> str:
+    """Bitmap: bit n set when an event with payload.sequence n was received."""
+    return _tagged(sid, "seqs")
+
+
+def sessions_by_activity() -> str:
+    """Sorted set: sid scored by the last arrival time (ms)."""
+    return f"{PREFIX}:sessions"
+
+
+def sessions_by_cname(cname: str) -> str:
+    """Sorted set: the sids of one channel, scored by the last arrival time (ms)."""
+    return f"{PREFIX}:cname:{cname}"
+
+
+def stats() -> str:
+    """Hash: counters by outcome (stored, duplicate, redundant, invalid, rejected:<reason>)."""
+    return f"{PREFIX}:stats"
+
+
+def pending_handoffs() -> str:
+    """Sorted set: "<sid> <noticeId>" of callbacks whose follow-up job has not finished."""
+    return f"{PREFIX}:handoffs:pending"
+
+
+def rejected() -> str:
+    """Stream, capped: refused requests with reason, time, remote address and body."""
+    return f"{PREFIX}:rejected"
+
+
+def schema_version() -> str:
+    """String: the version of this key schema (SCHEMA_VERSION)."""
+    return f"{PREFIX}:schema-version"
+
+
+def handoff_member(sid: str, notice_id: str) -> str:
+    """The pending_handoffs member for one callback; ids never contain spaces."""
+    return f"{sid} {notice_id}"
+
+
+def parse_handoff_member(member: str) -> tuple[str, str]:
+    sid, _, notice_id = member.partition(" ")
+    return sid, notice_id

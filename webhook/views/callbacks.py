@@ -1,0 +1,144 @@
+"""POST /agora/callback: verify, load, store once, hand off, answer. Thin on purpose."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Blueprint, Response, g, request
+from flask.typing import ResponseReturnValue
+
+from webhook.errors import (
+    BodyTooLargeError,
+    PayloadError,
+    StoreUnavailableError,
+    UnsupportedMediaTypeError,
+    WebhookError,
+)
+from webhook.extensions import current_queue, current_settings, current_store
+from webhook.jobs import enqueue_callback
+from webhook.schemas import load_callback
+from webhook.signature import HEADER_V1, HEADER_V2, verify
+from webhook.store import RecordResult, Rejection, now_ms
+from webhook.views.errors import error_response
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("callbacks", __name__)
+
+# Answers are constant: build them once, not per callback.
+_ANSWERS = {
+    "stored": b'{"result":"stored"}',
+    "duplicate": b'{"result":"duplicate"}',
+}
+# Refusals worth keeping for an operator; a 405 or 404 is not a callback attempt.
+_KEPT_STATUSES = frozenset({400, 401, 413, 415})
+# Headers kept with a refused request so it can be replayed; Agora's signatures are MACs
+# of the body, not secrets.
+_KEPT_HEADERS = ("Content-Type", "User-Agent", HEADER_V2, HEADER_V1)
+
+
+@bp.post("/agora/callback")
+def receive_callback() -> ResponseReturnValue:
+    """Agora's notification: 200 only once Redis has confirmed the write."""
+    g.received_ms = now_ms()
+    settings = current_settings()
+    body = _read_json_body(settings.max_body_bytes)
+    if not settings.accepts_unsigned:
+        verify(
+            body,
+            signature_v2=request.headers.get(HEADER_V2),
+            signature_v1=request.headers.get(HEADER_V1),
+            secrets=settings.callback_secrets,
+        )
+    callback = load_callback(_parse_json(body))
+    result = current_store().record(callback, body, received_ms=g.received_ms)
+    if result.needs_handoff:
+        enqueue_callback(current_queue(), callback.sid, callback.notice_id)
+    logger.info(
+        "callback %s",
+        result.outcome,
+        extra={
+            "sid": callback.sid,
+            "notice_id": callback.notice_id,
+            "event_type": callback.event_type,
+            "outcome": result.outcome,
+            "valid": callback.is_valid,
+            "latency_ms": now_ms() - g.received_ms,
+        },
+    )
+    return _answer(result)
+
+
+def _answer(result: RecordResult) -> Response:
+    if result.outcome == "redundant":
+        # Agora's redundant copy of an event we have: kept, flagged, not counted twice.
+        body = orjson.dumps({"result": "duplicate", "duplicate_of": result.duplicate_of})
+    else:
+        body = _ANSWERS[result.outcome]
+    return Response(body, status=200, mimetype="application/json")
+
+
+def _read_json_body(max_bytes: int) -> bytes:
+    """The raw body (signatures are over these exact bytes), within the size limit."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type must be application/json, got {mimetype or 'none'!r}"
+        )
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise BodyTooLargeError(f"the body is {length} bytes; the limit is {max_bytes}")
+    body = request.stream.read(max_bytes + 1)
+    g.body = body[:max_bytes]
+    if len(body) > max_bytes:
+        raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes")
+    return body
+
+
+def _parse_json(body: bytes) -> object:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as err:
+        raise PayloadError(f"the body is not valid JSON: {err.msg} at byte {err.pos}") from None
+
+
+@bp.errorhandler(WebhookError)
+def keep_refused_callback(err: WebhookError) -> ResponseReturnValue:
+    """Every refused callback is kept (bounded) with its reason, so nothing is lost."""
+    if err.status in _KEPT_STATUSES:
+        _keep_rejected(err)
+    elif err.status >= 500:
+        logger.error("callback not stored: %s", err.reason, exc_info=err.__cause__ is not None)
+    return error_response(err)
+
+
+def _keep_rejected(err: WebhookError) -> None:
+    settings = current_settings()
+    body = g.get("body")
+    if body is None:
+        # Refused before the body was read (415, or 413 by Content-Length): keep its start.
+        body = request.stream.read(settings.max_body_bytes + 1)
+    truncated = len(body) > settings.max_body_bytes or (
+        request.content_length is not None and request.content_length > settings.max_body_bytes
+    )
+    rejection = Rejection(
+        reason=err.reason,
+        status=err.status,
+        message=err.message,
+        received_ms=g.get("received_ms") or now_ms(),
+        remote_addr=request.remote_addr,
+        body=body[: settings.max_body_bytes],
+        body_truncated=truncated,
+        headers={h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers},
+    )
+    logger.warning(
+        "callback refused: %s",
+        err.reason,
+        extra={"reason": err.reason, "status": err.status, "remote_addr": request.remote_addr},
+    )
+    try:
+        current_store().record_rejected(rejection)
+    except StoreUnavailableError:
+        # The caller still gets the real reason; Agora retries any non-200 anyway.
+        logger.error("refused callback could not be kept: the store is unavailable")

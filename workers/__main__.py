@@ -1,0 +1,47 @@
+"""`python -m workers`: one RQ worker with the scheduler, configured from the environment."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from redis import Redis
+from rq import Worker
+from rq.serializers import JSONSerializer
+
+from webhook.config import Settings, redact_url
+from webhook.errors import ConfigError
+from webhook.jobs import callback_queue
+from webhook.logconfig import configure_logging
+
+logger = logging.getLogger("workers")
+
+# RQ's default is 10 minutes; at 60 s a dead worker's job and a dead scheduler are taken
+# over within about two minutes.
+MAINTENANCE_INTERVAL_S = 60
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
+        return 2
+    configure_logging(settings.log_format)
+    # No socket timeout here: the worker blocks on the queue for minutes at a time, and a
+    # timeout shorter than that block would break it.
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    queue = callback_queue(redis, settings.queue_name)
+    worker = Worker(
+        [queue],
+        connection=redis,
+        serializer=JSONSerializer,
+        maintenance_interval=MAINTENANCE_INTERVAL_S,
+    )
+    logger.info("worker starting: queue=%s redis=%s", queue.name, redact_url(settings.redis_url))
+    worker.work(with_scheduler=True, logging_level=logging.getLevelName(logger.getEffectiveLevel()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
