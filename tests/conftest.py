@@ -125,8 +125,9 @@ def run_jobs(redis: Redis, settings: Settings) -> Callable[[], int]:
 
     def run() -> int:
         queue = callback_queue(redis, settings.queue_name)
-        before = queue.finished_job_registry.count
+        before: int = queue.finished_job_registry.count
         SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
-        return queue.finished_job_registry.count - before
+        after: int = queue.finished_job_registry.count
+        return after - before
 
     return run

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 import click
 
@@ -43,7 +44,7 @@ def main() -> None:
 @main.command("sign")
 @click.argument("body_file", type=click.File("rb"))
 @click.option("--sha1", is_flag=True, help="The legacy Agora-Signature (HMAC-SHA1) instead.")
-def sign_command(body_file: click.utils.LazyFile, sha1: bool) -> None:
+def sign_command(body_file: BinaryIO, sha1: bool) -> None:
     """Print the signature Agora would send for BODY_FILE (with AGORA_CALLBACK_SECRETS)."""
     click.echo(sign(body_file.read(), _callback_secret(), "sha1" if sha1 else "sha256"))
 
@@ -51,7 +52,7 @@ def sign_command(body_file: click.utils.LazyFile, sha1: bool) -> None:
 @main.command("send")
 @click.argument("body_file", type=click.File("rb"))
 @click.option("--url", default="http://127.0.0.1:8000/agora/callback", show_default=True)
-def send_command(body_file: click.utils.LazyFile, url: str) -> None:
+def send_command(body_file: BinaryIO, url: str) -> None:
     """POST BODY_FILE to URL, signed as Agora signs it."""
     body = body_file.read()
     secret = _callback_secret()
@@ -87,6 +88,7 @@ def dev_command(port: int) -> None:
         click.echo(f"starting redis-server on {redis.url} (AOF everysec, data in {redis.data_dir})")
         redis.start()
         env["REDIS_URL"] = redis.url
+    names = ("gunicorn", "worker")
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
@@ -115,9 +117,9 @@ def dev_command(port: int) -> None:
     exit_code = 0
     try:
         while not stopping:
-            for child in children:
+            for name, child in zip(names, children, strict=True):
                 if child.poll() is not None:
-                    click.echo(f"{child.args[2]} exited with {child.returncode}; stopping", err=True)
+                    click.echo(f"{name} exited with {child.returncode}; stopping", err=True)
                     exit_code = 1
                     stopping = True
             time.sleep(0.2)

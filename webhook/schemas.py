@@ -29,8 +29,9 @@ from marshmallow import (
 from webhook.errors import PayloadError
 from webhook.events import Callback, EventType, RecordedFile
 
-# Ids become parts of Redis keys and log lines: printable, bounded, no whitespace.
-ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,256}$")
+# Ids become parts of Redis keys and log lines: printable, bounded, no whitespace, and no
+# braces (a brace in a sid would break the {sid} Cluster hash tag of its keys).
+ID_PATTERN = re.compile(r"\A[\x21-\x7a|~]{1,256}\Z")
 CLOUD_RECORDING_PRODUCT_ID = 3
 
 
@@ -330,7 +331,10 @@ class PayloadSchema(_Strict):
     cname = fields.String(required=True)
     # A string per the docs; the redundant-copy identity uses it, so no coercion here.
     uid = fields.String(required=True)
-    sid = fields.String(required=True, validate=validate.Regexp(ID_PATTERN))
+    sid = fields.String(
+        required=True,
+        validate=validate.Regexp(ID_PATTERN, error="must be 1-256 printable characters, no braces"),
+    )
     sequence = fields.Integer(required=True, validate=validate.Range(0))
     sendts = fields.Integer(required=True)
     service_type = fields.Integer(data_key="serviceType", required=True)
@@ -369,7 +373,7 @@ def _identity(doc: Any) -> tuple[str, int, str, Mapping[str, Any]]:
         raise PayloadError("the body must be a JSON object")
     problems: dict[str, Any] = {}
     notice_id = doc.get("noticeId")
-    if not isinstance(notice_id, str) or not ID_PATTERN.match(notice_id):
+    if not isinstance(notice_id, str) or not ID_PATTERN.fullmatch(notice_id):
         problems["noticeId"] = ["required: a non-empty string of at most 256 printable characters"]
     event_type = doc.get("eventType")
     if not isinstance(event_type, int) or isinstance(event_type, bool):
@@ -380,7 +384,7 @@ def _identity(doc: Any) -> tuple[str, int, str, Mapping[str, Any]]:
         payload = {}
     else:
         sid = payload.get("sid")
-        if not isinstance(sid, str) or not ID_PATTERN.match(sid):
+        if not isinstance(sid, str) or not ID_PATTERN.fullmatch(sid):
             problems["payload"] = {
                 "sid": ["required: a non-empty string of at most 256 printable characters"]
             }

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 from redis import Redis
@@ -26,6 +26,8 @@ from webhook.store import keys
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["stored", "duplicate", "redundant"]
+# redis-py types replies loosely; with decode_responses off these are the real shapes.
+StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
 # A session's log is bounded; at one progress tick a minute even a 720-hour recording
 # (Agora's maximum) stays below it.
@@ -245,8 +247,11 @@ class CallbackStore:
 
     def pending_handoffs(self, *, older_than_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
         """Callbacks whose follow-up job has not confirmed since older_than_ms."""
-        members = self.redis.zrangebyscore(
-            keys.pending_handoffs(), "-inf", older_than_ms, start=0, num=limit
+        members = cast(
+            list[bytes],
+            self.redis.zrangebyscore(
+                keys.pending_handoffs(), "-inf", older_than_ms, start=0, num=limit
+            ),
         )
         return [keys.parse_handoff_member(m.decode()) for m in members]
 
@@ -270,35 +275,39 @@ class CallbackStore:
             pipe = self.redis.pipeline(transaction=True)
             pipe.xadd(keys.rejected(), fields, maxlen=self.rejected_max, approximate=False)  # type: ignore[arg-type]  # redis-py's stub wants a narrower dict type
             pipe.hincrby(keys.stats(), f"rejected:{rejection.reason}", 1)
-            entry_id, _ = pipe.execute()
-        return str(entry_id.decode())
+            entry_id = cast(bytes, pipe.execute()[0])
+        return entry_id.decode()
 
     def rejected(self, count: int = 100) -> list[Rejection]:
         """The most recent refused requests, newest first."""
-        entries = self.redis.xrevrange(keys.rejected(), count=count)
+        entries = cast(list[StreamEntry], self.redis.xrevrange(keys.rejected(), count=count))
         return [_rejection(entry_id, fields) for entry_id, fields in entries]
 
     def events(self, sid: str) -> list[StoredEvent]:
         """The session's log in arrival order."""
-        return [_stored_event(eid, f) for eid, f in self.redis.xrange(keys.events(sid))]
+        entries = cast(list[StreamEntry], self.redis.xrange(keys.events(sid)))
+        return [_stored_event(entry_id, fields) for entry_id, fields in entries]
 
     def event(self, sid: str, notice_id: str) -> StoredEvent | None:
         """One logged callback by its noticeId."""
-        entry_id = self.redis.hget(keys.notices(sid), notice_id)
+        entry_id = cast(bytes | None, self.redis.hget(keys.notices(sid), notice_id))
         if entry_id is None:
             return None
-        found = self.redis.xrange(keys.events(sid), min=entry_id, max=entry_id)
+        found = cast(
+            list[StreamEntry], self.redis.xrange(keys.events(sid), min=entry_id, max=entry_id)
+        )
         return _stored_event(*found[0]) if found else None
 
     def session(self, sid: str) -> SessionSummary | None:
         """The summary of one session, or None when nothing was received for it."""
-        data = self.redis.hgetall(keys.session(sid))
+        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.session(sid)))
         if not data or b"events" not in data:
             return None
         return _summary(sid, data)
 
     def stats(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.redis.hgetall(keys.stats()).items()}
+        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))
+        return {k.decode(): int(v) for k, v in data.items()}
 
     def ping(self) -> bool:
         try:
@@ -341,9 +350,7 @@ def _rejection(entry_id: bytes, fields: Mapping[bytes, bytes]) -> Rejection:
 
 
 def _summary(sid: str, data: Mapping[bytes, bytes]) -> SessionSummary:
-    counts = {
-        int(k[len(b"count:") :]): int(v) for k, v in data.items() if k.startswith(b"count:")
-    }
+    counts = {int(k[len(b"count:") :]): int(v) for k, v in data.items() if k.startswith(b"count:")}
     files_raw = data.get(b"files")
     files = tuple(RecordedFile(**f) for f in orjson.loads(files_raw)) if files_raw else ()
     upload_ok = data.get(b"upload_ok")

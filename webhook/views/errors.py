@@ -43,7 +43,8 @@ def handle_webhook_error(err: WebhookError) -> Response:
 
 
 def handle_validation_error(err: ValidationError) -> Response:
-    return error_response(PayloadError("the body failed validation", errors=err.normalized_messages()))
+    messages = err.normalized_messages()  # type: ignore[no-untyped-call]  # unannotated upstream
+    return error_response(PayloadError("the body failed validation", errors=messages))
 
 
 def handle_http_exception(err: HTTPException) -> Response:

@@ -1,0 +1,1 @@
+"""`make bench`: ingestion throughput, latency, ledger and memory against the durable floor."""

@@ -1,0 +1,259 @@
+"""`make bench`: the service against the durable floor and a bare app, same gunicorn settings.
+
+(a) service: this project's wsgi:app, production settings, signed callbacks;
+(b) floor:   read the body, one Redis SET, answer 200 (the least a durable receiver does);
+(c) bare:    read the body, answer 200 (context only).
+They are driven alternately, in rounds, from one load generator on loopback. Then the
+service alone at half its peak rate (open loop), the ledger (every 200 "stored" is in
+Redis exactly once), and Redis memory per stored event against the raw JSON size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import cast
+
+from redis import Redis
+
+from bench.load import LoadResult, closed_loop, open_loop
+from bench.traffic import PreparedRequest, prepared_traffic
+from webhook.redis_server import RedisServer, free_port
+from webhook.store import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-not-a-real-one"
+HOST = "127.0.0.1"
+
+APPS = {
+    "service": "wsgi:app",
+    "floor": "bench.floor:floor_app",
+    "bare": "bench.floor:bare_app",
+}
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    cursor: int = 0
+    runs: list[LoadResult] = field(default_factory=list)
+
+
+def start_gunicorn(name: str, redis_url: str, log_dir: Path) -> Target:
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        PORT=str(port),
+        GUNICORN_BIND=f"{HOST}:{port}",
+        REDIS_URL=redis_url,
+        APP_ENV="production",
+        AGORA_CALLBACK_SECRETS=SECRET,
+        LOG_FORMAT="json",
+        WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", "2"),
+    )
+    log = (log_dir / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", APPS[name]],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.2).close()
+            return Target(name, port, process)
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    raise RuntimeError(f"gunicorn for {name} did not start; see {log_dir / name}.log")
+
+
+def run_closed(
+    target: Target, traffic: Sequence[PreparedRequest], seconds: float, conns: int
+) -> LoadResult:
+    result, used = asyncio.run(
+        closed_loop(HOST, target.port, traffic[target.cursor :], connections=conns,
+                    duration_s=seconds)
+    )  # fmt: skip
+    target.cursor += used
+    return result
+
+
+def ledger(redis: Redis, answers: dict[str, bytes], sids: dict[str, str]) -> dict[str, int]:
+    """Every noticeId answered "stored" must be in its session's log exactly once."""
+    stored = [nid for nid, body in answers.items() if json.loads(body)["result"] == "stored"]
+    logged: dict[str, int] = {}
+    for sid in {sids[nid] for nid in answers}:
+        for _, fields in cast(
+            list[tuple[bytes, dict[bytes, bytes]]], redis.xrange(keys.events(sid))
+        ):
+            nid = fields[b"nid"].decode()
+            logged[nid] = logged.get(nid, 0) + 1
+    missing = sum(1 for nid in stored if logged.get(nid, 0) == 0)
+    twice = sum(1 for n in logged.values() if n > 1)
+    unanswered = sum(1 for nid in logged if nid not in answers)
+    return {
+        "answered_stored": len(stored),
+        "in_redis": len(logged),
+        "missing": missing,
+        "stored_twice": twice,
+        "in_redis_without_answer": unanswered,
+    }
+
+
+def store_memory(redis: Redis) -> int:
+    """Bytes Redis uses for our keys (MEMORY USAGE summed; RQ's keys excluded)."""
+    total = 0
+    for key in redis.scan_iter(match=f"{keys.PREFIX}:*", count=1000):
+        total += int(cast(int, redis.memory_usage(key, samples=0)) or 0)
+    return total
+
+
+def fmt(result: LoadResult) -> str:
+    return (
+        f"{result.rate:8.0f} req/s   p50 {result.percentile_ms(50):6.2f} ms   "
+        f"p99 {result.percentile_ms(99):6.2f} ms   non-200 "
+        f"{result.completed - result.statuses[200]}  errors {result.errors}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measured run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--sessions", type=int, default=7000, help="recordings of traffic")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="agora-bench-"))
+    redis_service = RedisServer(data_dir=work / "redis-service").start()
+    redis_floor = RedisServer(data_dir=work / "redis-floor").start()
+    targets: list[Target] = []
+    try:
+        print(f"preparing signed traffic for {args.sessions} recordings ...", flush=True)
+        traffic = prepared_traffic(args.sessions, SECRET, HOST)
+        sids = {r.notice_id: r.sid for r in traffic}
+        raw_bytes = {r.notice_id: r.body_size for r in traffic}
+        mean_body = statistics.mean(raw_bytes.values())
+        print(f"{len(traffic)} unique callbacks, mean body {mean_body:.0f} B")
+        targets = [
+            start_gunicorn("service", redis_service.url, work),
+            start_gunicorn("floor", redis_floor.url, work),
+            start_gunicorn("bare", redis_floor.url, work),
+        ]
+        by_name = {t.name: t for t in targets}
+        service = by_name["service"]
+        answers: dict[str, bytes] = {}
+        for target in targets:  # warm-up: imports, connection pools, script cache
+            warm = run_closed(target, traffic, 1.0, args.connections)
+            if target is service:
+                answers.update(warm.answers)
+            elif target.cursor:
+                target.cursor = 0
+        for round_no in range(args.rounds):
+            order = targets[round_no % 3 :] + targets[: round_no % 3]
+            for target in order:
+                if target is not service:
+                    target.cursor = 0  # floor and bare may reuse bodies; they do not dedupe
+                result = run_closed(target, traffic, args.seconds, args.connections)
+                target.runs.append(result)
+                if target is service:
+                    answers.update(result.answers)
+                print(f"round {round_no + 1}  {target.name:8s} {fmt(result)}", flush=True)
+
+        peak = {t.name: statistics.median(r.rate for r in t.runs) for t in targets}
+        half_rate = peak["service"] / 2
+        half, used = asyncio.run(
+            open_loop(HOST, service.port, traffic[service.cursor :], rate=half_rate,
+                      duration_s=args.seconds, connections=64)
+        )  # fmt: skip
+        service.cursor += used
+        answers.update(half.answers)
+
+        client = Redis.from_url(redis_service.url)
+        book = ledger(client, answers, sids)
+        stored_ids = [n for n, b in answers.items() if json.loads(b)["result"] == "stored"]
+        raw_total = sum(raw_bytes[n] for n in stored_ids)
+        memory = store_memory(client)
+        used_memory = int(cast(dict[str, int], client.info("memory"))["used_memory"])
+
+        def p99(name: str) -> float:
+            return statistics.median(r.percentile_ms(99) for r in by_name[name].runs)
+
+        def p50(name: str) -> float:
+            return statistics.median(r.percentile_ms(50) for r in by_name[name].runs)
+
+        print("\n== Ingestion benchmark (median of rounds; gunicorn settings as deploy/)")
+        for name in APPS:
+            print(
+                f"{name:8s} {peak[name]:8.0f} req/s   "
+                f"p50 {p50(name):6.2f} ms   p99 {p99(name):6.2f} ms"
+            )
+        ratio_floor = peak["service"] / peak["floor"]
+        ratio_bare = peak["service"] / peak["bare"]
+        print(f"(a)/(b) service/floor = {ratio_floor:.2f}   (target >= 0.80)")
+        print(f"(a)/(c) service/bare  = {ratio_bare:.2f}")
+        print(
+            f"service at half peak ({half_rate:.0f} req/s offered, {half.rate:.0f} done): "
+            f"p50 {half.percentile_ms(50):.2f} ms  p99 {half.percentile_ms(99):.2f} ms "
+            f"(target p99 <= 20 ms)  non-200 {half.completed - half.statuses[200]}"
+        )
+        print(
+            f"ledger: {book['answered_stored']} answered stored, {book['in_redis']} in Redis, "
+            f"{book['missing']} missing, {book['stored_twice']} stored twice, "
+            f"{book['in_redis_without_answer']} in Redis without an answer"
+        )
+        per_event = memory / max(1, book["in_redis"])
+        raw_mean = raw_total / max(1, len(stored_ids))
+        print(
+            f"memory: {per_event:.0f} B per stored event in our keys vs {raw_mean:.0f} B raw JSON "
+            f"= {per_event / raw_mean:.2f}x (target <= 2x); used_memory {used_memory / 1e6:.1f} MB "
+            f"(includes RQ's pending follow-up jobs)"
+        )
+        exact = book["missing"] == 0 and book["stored_twice"] == 0
+        print("ledger exact" if exact else "LEDGER NOT EXACT")
+        results = {
+            "peak_rps": peak,
+            "p50_ms": {n: p50(n) for n in APPS},
+            "p99_ms": {n: p99(n) for n in APPS},
+            "ratio_service_floor": ratio_floor,
+            "ratio_service_bare": ratio_bare,
+            "half_peak": {"rate": half.rate, "p50_ms": half.percentile_ms(50),
+                          "p99_ms": half.percentile_ms(99)},
+            "ledger": book,
+            "memory_per_event_bytes": per_event,
+            "raw_json_mean_bytes": raw_mean,
+        }  # fmt: skip
+        out = ROOT / "bench" / "results"
+        out.mkdir(exist_ok=True)
+        (out / "ingest-latest.json").write_text(json.dumps(results, indent=2))
+        return 0 if exact else 1
+    finally:
+        for target in targets:
+            target.process.terminate()
+        for target in targets:
+            target.process.wait(timeout=30)
+        redis_service.stop()
+        redis_floor.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
