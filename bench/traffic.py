@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import random
@@ -31,7 +32,8 @@ class PreparedRequest:
 
 
 def session_events(rng: random.Random, progress_ticks: int) -> list[str]:
-    """The event prefixes of one individual-mode recording, in Agora's usual order."""
+    """The event prefixes of one individual-mode recording, in Agora's usual order; an
+    hour-long recording has 60 progress ticks."""
     events = ["40_", "30_", "44_", "43_", "42_", "04_", "43_", "44_"]
     events += ["33_"] * progress_ticks
     events += ["41_", "32_" if rng.random() < 0.05 else "31_", "11_"]
@@ -39,7 +41,7 @@ def session_events(rng: random.Random, progress_ticks: int) -> list[str]:
 
 
 def build_sessions(
-    count: int, *, seed: int = 7, progress_ticks: int = 20
+    count: int, *, seed: int = 7, progress_ticks: int = 60
 ) -> list[list[dict[str, Any]]]:
     """count sessions, each a list of callback bodies with unique noticeIds."""
     rng = random.Random(seed)
@@ -66,17 +68,20 @@ def build_sessions(
     return sessions
 
 
-def interleave(sessions: list[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    """Many recordings at once: take one event from each active session in turn."""
-    cursors = [iter(s) for s in sessions]
-    while cursors:
-        alive = []
-        for cursor in cursors:
-            body = next(cursor, None)
-            if body is not None:
-                alive.append(cursor)
-                yield body
-        cursors = alive
+def interleave(
+    sessions: list[list[dict[str, Any]]], *, concurrent: int = 300
+) -> Iterator[dict[str, Any]]:
+    """Recordings running side by side, `concurrent` at a time, as a busy app has them:
+    one event from each active recording in turn; a finished one makes room for the next."""
+    waiting = collections.deque(sessions)
+    active: collections.deque[collections.deque[dict[str, Any]]] = collections.deque()
+    while waiting or active:
+        while waiting and len(active) < concurrent:
+            active.append(collections.deque(waiting.popleft()))
+        events = active.popleft()
+        yield events.popleft()
+        if events:
+            active.append(events)
 
 
 def prepare(body: dict[str, Any], secret: str, host: str) -> PreparedRequest:

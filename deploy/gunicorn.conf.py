@@ -19,5 +19,9 @@ graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
 max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+# gunicorn's control socket defaults to one path per user, which several instances on a
+# host (web + benchmarks + tests) would fight over; opt in with a path of your own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 # Parsed here too so a bad configuration stops gunicorn before any worker forks.
 logconfig_dict = logging_config(Settings.from_env().log_format)

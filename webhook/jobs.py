@@ -36,7 +36,7 @@ def callback_queue(redis: Redis, name: str) -> Queue:
     return Queue(name, connection=redis, serializer=JSONSerializer)
 
 
-def enqueue_callback(queue: Queue, sid: str, notice_id: str) -> bool:
+def enqueue_callback(queue: Queue, sid: str, notice_id: str, entry_id: str) -> bool:
     """Hand one stored callback to the workers; False if its job already exists.
 
     Raises:
@@ -45,7 +45,7 @@ def enqueue_callback(queue: Queue, sid: str, notice_id: str) -> bool:
     try:
         queue.enqueue_call(
             PROCESS_CALLBACK,
-            args=(sid, notice_id),
+            args=(sid, notice_id, entry_id),
             job_id=callback_job_id(sid, notice_id),
             unique=True,
             timeout=JOB_TIMEOUT_S,

@@ -331,10 +331,8 @@ class PayloadSchema(_Strict):
     cname = fields.String(required=True)
     # A string per the docs; the redundant-copy identity uses it, so no coercion here.
     uid = fields.String(required=True)
-    sid = fields.String(
-        required=True,
-        validate=validate.Regexp(ID_PATTERN, error="must be 1-256 printable characters, no braces"),
-    )
+    # Its format was checked with the identity, before this schema runs.
+    sid = fields.String(required=True)
     sequence = fields.Integer(required=True, validate=validate.Range(0))
     sendts = fields.Integer(required=True)
     service_type = fields.Integer(data_key="serviceType", required=True)

@@ -34,6 +34,8 @@ StreamEntry = tuple[bytes, dict[bytes, bytes]]
 MAX_EVENTS_PER_SESSION = 100_000
 # Sequences above this are stored but not tracked for gaps (the bitmap would be huge).
 SEQUENCE_LIMIT = 1_000_000
+# How often, at most, a session's TTLs are pushed back and the indexes trimmed.
+MAX_REFRESH_INTERVAL = timedelta(hours=1)
 
 _RECORD_LUA = resources.files("webhook.store").joinpath("lua/record_callback.lua").read_text()
 
@@ -50,6 +52,8 @@ class RecordResult:
     # True when a follow-up job must be enqueued for this noticeId (first time, or retried
     # because the earlier hand-off did not complete).
     needs_handoff: bool
+    # The log entry of this callback (for a duplicate: of its first delivery).
+    entry_id: str
     # For a redundant copy, the noticeId of the copy that counts.
     duplicate_of: str | None = None
 
@@ -180,7 +184,21 @@ class CallbackStore:
         self.retention = retention
         self.dedupe_window = dedupe_window
         self.rejected_max = rejected_max
-        self._record = redis.register_script(_RECORD_LUA)
+        self._record = redis.register_script(self._record_script())
+
+    def _record_script(self) -> str:
+        retention_s = int(self.retention.total_seconds())
+        # A noticeId is remembered at least as long as the dedupe window, and as long as
+        # the session's log.
+        notices_ttl_s = max(retention_s, int(self.dedupe_window.total_seconds()))
+        refresh = min(MAX_REFRESH_INTERVAL, self.retention / 10)
+        settings = (
+            f"local retention, notices_ttl, refresh_ms = {retention_s}, {notices_ttl_s}, "
+            f"{int(refresh.total_seconds() * 1000)}\n"
+            f"local seq_limit, maxlen, version = {SEQUENCE_LIMIT}, {MAX_EVENTS_PER_SESSION}, "
+            f"{keys.SCHEMA_VERSION}\n"
+        )
+        return settings + _RECORD_LUA
 
     def record(self, callback: Callback, raw_body: bytes, *, received_ms: int) -> RecordResult:
         """Append the callback once (dedupe on noticeId) in one atomic round trip.
@@ -189,10 +207,6 @@ class CallbackStore:
             StoreUnavailableError: Redis did not confirm the write.
         """
         sid = callback.sid
-        retention_s = int(self.retention.total_seconds())
-        # A noticeId is remembered at least as long as the dedupe window, and as long as
-        # the session's log.
-        notices_ttl_s = max(retention_s, int(self.dedupe_window.total_seconds()))
         upload_status = callback.upload_status
         detail_status = callback.detail_status
         files = callback.files
@@ -211,22 +225,17 @@ class CallbackStore:
             1 if callback.needs_follow_up else 0,
             "" if progress is None else progress,
             upload_status or "",
-            "" if upload_status is None else int(detail_status == 0),
+            "" if upload_status is None or detail_status is None else int(detail_status == 0),
             _files_json(files),
             callback.event_type if files is not None else "",
-            retention_s,
-            notices_ttl_s,
-            SEQUENCE_LIMIT,
-            MAX_EVENTS_PER_SESSION,
-            keys.handoff_member(sid, callback.notice_id),
             sid,
-            keys.SCHEMA_VERSION,
         )
         key_list = (
             keys.events(sid),
             keys.session(sid),
             keys.notices(sid),
             keys.sequences(sid),
+            keys.files(sid),
             keys.sessions_by_activity(),
             keys.sessions_by_cname(callback.cname or ""),
             keys.stats(),
@@ -234,19 +243,24 @@ class CallbackStore:
             keys.schema_version(),
         )
         with _confirmed_write():
-            outcome, pending, duplicate_of = self._record(keys=key_list, args=args)
+            outcome, pending, duplicate_of, entry_id = self._record(keys=key_list, args=args)
         return RecordResult(
             outcome=outcome.decode(),
             needs_handoff=bool(pending),
+            entry_id=entry_id.decode(),
             duplicate_of=duplicate_of.decode() or None,
         )
 
-    def complete_handoff(self, sid: str, notice_id: str) -> None:
+    def complete_handoff(self, sid: str, notice_id: str, entry_id: str) -> None:
         """The follow-up job for this callback has finished: stop re-enqueuing it."""
-        self.redis.zrem(keys.pending_handoffs(), keys.handoff_member(sid, notice_id))
+        member = keys.handoff_member(sid, notice_id, entry_id)
+        self.redis.zrem(keys.pending_handoffs(), member)
 
-    def pending_handoffs(self, *, older_than_ms: int, limit: int = 1000) -> list[tuple[str, str]]:
-        """Callbacks whose follow-up job has not confirmed since older_than_ms."""
+    def pending_handoffs(
+        self, *, older_than_ms: int, limit: int = 1000
+    ) -> list[tuple[str, str, str]]:
+        """(sid, noticeId, entry id) of callbacks whose follow-up job has not confirmed
+        since older_than_ms."""
         members = cast(
             list[bytes],
             self.redis.zrangebyscore(
@@ -288,11 +302,8 @@ class CallbackStore:
         entries = cast(list[StreamEntry], self.redis.xrange(keys.events(sid)))
         return [_stored_event(entry_id, fields) for entry_id, fields in entries]
 
-    def event(self, sid: str, notice_id: str) -> StoredEvent | None:
-        """One logged callback by its noticeId."""
-        entry_id = cast(bytes | None, self.redis.hget(keys.notices(sid), notice_id))
-        if entry_id is None:
-            return None
+    def event(self, sid: str, entry_id: str) -> StoredEvent | None:
+        """One logged callback by its log entry id."""
         found = cast(
             list[StreamEntry], self.redis.xrange(keys.events(sid), min=entry_id, max=entry_id)
         )
@@ -300,10 +311,13 @@ class CallbackStore:
 
     def session(self, sid: str) -> SessionSummary | None:
         """The summary of one session, or None when nothing was received for it."""
-        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.session(sid)))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.session(sid))
+        pipe.get(keys.files(sid))
+        data, files = cast(tuple[dict[bytes, bytes], bytes | None], pipe.execute())
         if not data or b"events" not in data:
             return None
-        return _summary(sid, data)
+        return _summary(sid, data, files)
 
     def stats(self) -> dict[str, int]:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))
@@ -349,9 +363,8 @@ def _rejection(entry_id: bytes, fields: Mapping[bytes, bytes]) -> Rejection:
     )
 
 
-def _summary(sid: str, data: Mapping[bytes, bytes]) -> SessionSummary:
+def _summary(sid: str, data: Mapping[bytes, bytes], files_raw: bytes | None) -> SessionSummary:
     counts = {int(k[len(b"count:") :]): int(v) for k, v in data.items() if k.startswith(b"count:")}
-    files_raw = data.get(b"files")
     files = tuple(RecordedFile(**f) for f in orjson.loads(files_raw)) if files_raw else ()
     upload_ok = data.get(b"upload_ok")
     return SessionSummary(

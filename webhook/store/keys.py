@@ -27,8 +27,15 @@ def session(sid: str) -> str:
 
 
 def notices(sid: str) -> str:
-    """Hash: noticeId -> stream entry id (dedupe), plus redundant-copy identities."""
+    """Hash: the dedupe index. "e <eventType> <sequence> <uid>" -> "<noticeId> <entry id>"
+    for the copy that counts; noticeId -> entry id for redundant copies and for callbacks
+    without a sequence."""
     return _tagged(sid, "notices")
+
+
+def files(sid: str) -> str:
+    """String: JSON array, the file list of the session's latest event that carried one."""
+    return _tagged(sid, "files")
 
 
 def sequences(sid: str) -> str:
@@ -47,12 +54,14 @@ def sessions_by_cname(cname: str) -> str:
 
 
 def stats() -> str:
-    """Hash: counters by outcome (stored, duplicate, redundant, invalid, rejected:<reason>)."""
+    """Hash: counters by outcome: stored, duplicate, redundant, invalid, unknown_type,
+    rejected:<reason>."""
     return f"{PREFIX}:stats"
 
 
 def pending_handoffs() -> str:
-    """Sorted set: "<sid> <noticeId>" of callbacks whose follow-up job has not finished."""
+    """Sorted set: "<sid> <noticeId> <entry id>" of callbacks whose follow-up job has not
+    finished, scored by arrival time (ms)."""
     return f"{PREFIX}:handoffs:pending"
 
 
@@ -66,11 +75,11 @@ def schema_version() -> str:
     return f"{PREFIX}:schema-version"
 
 
-def handoff_member(sid: str, notice_id: str) -> str:
+def handoff_member(sid: str, notice_id: str, entry_id: str) -> str:
     """The pending_handoffs member for one callback; ids never contain spaces."""
-    return f"{sid} {notice_id}"
+    return f"{sid} {notice_id} {entry_id}"
 
 
-def parse_handoff_member(member: str) -> tuple[str, str]:
-    sid, _, notice_id = member.partition(" ")
-    return sid, notice_id
+def parse_handoff_member(member: str) -> tuple[str, str, str]:
+    sid, notice_id, entry_id = member.split(" ", 2)
+    return sid, notice_id, entry_id

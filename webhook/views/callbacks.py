@@ -54,7 +54,7 @@ def receive_callback() -> ResponseReturnValue:
     callback = load_callback(_parse_json(body))
     result = current_store().record(callback, body, received_ms=g.received_ms)
     if result.needs_handoff:
-        enqueue_callback(current_queue(), callback.sid, callback.notice_id)
+        enqueue_callback(current_queue(), callback.sid, callback.notice_id, result.entry_id)
     logger.info(
         "callback %s",
         result.outcome,
@@ -81,7 +81,8 @@ def _answer(result: RecordResult) -> Response:
 
 def _read_json_body(max_bytes: int) -> bytes:
     """The raw body (signatures are over these exact bytes), within the size limit."""
-    mimetype = request.mimetype
+    # A plain split, not werkzeug's full header parser: this runs on every callback.
+    mimetype = request.headers.get("Content-Type", "").partition(";")[0].strip().lower()
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise UnsupportedMediaTypeError(
             f"Content-Type must be application/json, got {mimetype or 'none'!r}"

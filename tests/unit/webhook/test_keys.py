@@ -81,7 +81,7 @@ def test_no_module_but_keys_spells_a_redis_key() -> None:
 
 
 def test_the_classification_covers_every_key_function() -> None:
-    assert per_session() == ["events", "notices", "sequences", "session"]
+    assert per_session() == ["events", "files", "notices", "sequences", "session"]
     assert set(per_session()) | set(global_keys()) == set(key_functions())
 
 
@@ -129,6 +129,10 @@ def test_a_sid_that_would_break_the_hash_tag_never_reaches_the_keys(sid: str) ->
 
 
 def test_a_handoff_member_parses_back_into_its_ids() -> None:
-    member = keys.handoff_member(SID, "042b393a8973450a0603ac823b95cc8b")
+    member = keys.handoff_member(SID, "042b393a8973450a0603ac823b95cc8b", "1749549601200-0")
 
-    assert keys.parse_handoff_member(member) == (SID, "042b393a8973450a0603ac823b95cc8b")
+    assert keys.parse_handoff_member(member) == (
+        SID,
+        "042b393a8973450a0603ac823b95cc8b",
+        "1749549601200-0",
+    )

@@ -1,162 +1,214 @@
 -- Record one Agora callback in one atomic step: dedupe on noticeId, flag redundant copies,
 -- append to the session's log, update its summary and the indexes.
 -- Atomicity is the point: concurrent duplicates are stored once, and a crash can never
--- leave a log entry without its dedupe marker. KEYS and ARGV: see RecordScript in
--- webhook/store/callbacks.py, which builds them.
+-- leave a log entry without its dedupe marker. KEYS and ARGV: see CallbackStore.record()
+-- in webhook/store/callbacks.py, which builds them. This runs on every callback, so it
+-- keeps to about ten Redis calls: one HMGET and one HSET for the whole summary.
 
-local events, session, notices, seqs = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local events, session, notices, seqs, files_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local by_activity, by_cname, stats, pending, version_key =
-  KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 
 local nid, etype, seq, uid, cname, sendts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local recv_raw, body, errors, known, follow_up = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local progress, upload, upload_ok, files, files_event = ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local retention, notices_ttl = tonumber(ARGV[17]), tonumber(ARGV[18])
-local seq_limit, maxlen, member, sid, version =
-  tonumber(ARGV[19]), ARGV[20], ARGV[21], ARGV[22], ARGV[23]
+local sid = ARGV[17]
+-- The store's settings (retention, notices_ttl, refresh_ms, seq_limit, maxlen, version)
+-- are constants written above this line when the script is loaded: fewer arguments to
+-- pack and parse on every callback.
 local recv = tonumber(recv_raw)
 
-redis.call('SET', version_key, version)
+local function pending_member(entry)
+  return sid .. ' ' .. nid .. ' ' .. entry
+end
 
--- 1. The same noticeId again: Agora's resend. Count it, change nothing else.
-if redis.call('HEXISTS', notices, nid) == 1 then
+local function duplicate(entry)
   redis.call('HINCRBY', stats, 'duplicate', 1)
   if redis.call('EXISTS', session) == 1 then
     redis.call('HINCRBY', session, 'duplicates', 1)
   end
-  -- A follow-up job that has not finished is handed off again (our earlier answer may
-  -- have been a 503 because the enqueue failed after the write).
+  -- A follow-up job that has not finished is handed off again: our earlier answer may
+  -- have been a 503 because the enqueue failed after the write.
   local still_pending = 0
-  if redis.call('ZSCORE', pending, member) then still_pending = 1 end
-  return {'duplicate', still_pending, ''}
+  if redis.call('ZSCORE', pending, pending_member(entry)) then still_pending = 1 end
+  return {'duplicate', still_pending, '', entry}
 end
 
--- 2. A new noticeId for an event we already have: the "redundant notification" copy.
-local identity = ''
-local first = false
+-- 1. Dedupe. An event is identified by (eventType, sequence, uid) within its sid: the field
+-- holds "<noticeId> <entry id>" of the copy that counts. A different noticeId for the same
+-- identity is Agora's "redundant notification" copy: logged, flagged, never counted. A
+-- callback without a sequence (invalid) is identified by its noticeId alone.
+local identity = nil
+local first_nid, first_entry = nil, nil
 if seq ~= '' then
-  identity = 'id:' .. etype .. ':' .. seq .. ':' .. uid
-  first = redis.call('HGET', notices, identity)
+  identity = 'e ' .. etype .. ' ' .. seq .. ' ' .. uid
+  local held = redis.call('HGET', notices, identity)
+  if held then
+    first_nid, first_entry = string.match(held, '^(%S+) (%S+)$')
+    if first_nid == nid then return duplicate(first_entry) end
+  end
+end
+if not identity or first_nid then
+  local entry = redis.call('HGET', notices, nid)
+  if entry then return duplicate(entry) end
 end
 
 local entry = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
   'nid', nid, 'type', etype, 'seq', seq, 'sendts', sendts, 'recv', recv_raw,
-  'errors', errors, 'redundant_of', first or '', 'body', body)
-redis.call('HSET', notices, nid, entry)
-redis.call('EXPIRE', events, retention)
-redis.call('EXPIRE', notices, notices_ttl)
+  'errors', errors, 'redundant_of', first_nid or '', 'body', body)
 
-if first then
-  redis.call('HINCRBY', session, 'redundant', 1)
-  redis.call('EXPIRE', session, retention)
+if first_nid then
+  redis.call('HSET', notices, nid, entry)
+  if redis.call('EXISTS', session) == 1 then
+    redis.call('HINCRBY', session, 'redundant', 1)
+  end
   redis.call('HINCRBY', stats, 'redundant', 1)
-  return {'redundant', 0, first}
+  return {'redundant', 0, first_nid, entry}
 end
-if identity ~= '' then
-  redis.call('HSET', notices, identity, nid)
+if identity then
+  redis.call('HSET', notices, identity, nid .. ' ' .. entry)
+else
+  redis.call('HSET', notices, nid, entry)
 end
 
--- 3. The summary. Every field is a min, a max, a count or "the value of the latest event by
--- (sendts, sequence, noticeId)", so any arrival order gives the same summary.
-local ts = tonumber(sendts) or -1
+-- 2. The summary: every field is a min, a max, a count, or "the value of the latest event
+-- by (sendts, sequence, noticeId)", so any arrival order gives the same summary.
+local F = {'first', 'last', 'first_seen_ms', 'last_seen_ms', 'events', 'count:' .. etype,
+  'invalid', 'unknown_type', 'progress_at', 'upload_at', 'files_at', 'max_sequence',
+  'distinct_sequences', 'refreshed_ms'}
+local cur = redis.call('HMGET', session, unpack(F))
+local first, last, first_seen, last_seen, n_events, n_type = cur[1], cur[2], cur[3], cur[4], cur[5], cur[6]
+local n_invalid, n_unknown, progress_at, upload_at, files_at = cur[7], cur[8], cur[9], cur[10], cur[11]
+local max_seq, distinct, refreshed = cur[12], cur[13], cur[14]
+
+local ts = tonumber(sendts)
 local sq = tonumber(seq) or -1
-
-local function is_before(ts_a, sq_a, nid_a, ts_b, sq_b, nid_b)
-  if ts_a ~= ts_b then return ts_a < ts_b end
-  if sq_a ~= sq_b then return sq_a < sq_b end
-  return nid_a < nid_b
+local set = {}
+local n_set = 0
+local function put(field, value)
+  set[n_set + 1] = field
+  set[n_set + 2] = value
+  n_set = n_set + 2
 end
 
-local function is_latest(prefix)
-  local cur = redis.call('HMGET', session, prefix .. '_ts', prefix .. '_seq', prefix .. '_nid')
-  if not cur[1] then return true end
-  return is_before(tonumber(cur[1]), tonumber(cur[2]), cur[3], ts, sq, nid)
+-- Positions are "<sendts> <sequence> <noticeId>", built from the argument strings. An
+-- event without sendts is never the earliest one and never the latest one.
+local EARLY, LATE = '9007199254740991', '-1'
+local seq_text = seq ~= '' and seq or '-1'
+local early_pos = (sendts ~= '' and sendts or EARLY) .. ' ' .. seq_text .. ' ' .. nid
+local late_pos = (sendts ~= '' and sendts or LATE) .. ' ' .. seq_text .. ' ' .. nid
+local late_ts = ts or -1
+local function is_before(a_ts, a_sq, a_nid, b_ts, b_sq, b_nid)
+  if a_ts ~= b_ts then return a_ts < b_ts end
+  if a_sq ~= b_sq then return a_sq < b_sq end
+  return a_nid < b_nid
+end
+local function is_latest(at)
+  if not at then return true end
+  local t, s, n = string.match(at, '^(%S+) (%S+) (%S+)$')
+  return is_before(tonumber(t), tonumber(s), n, late_ts, sq, nid)
 end
 
-local function is_earliest(prefix)
-  local cur = redis.call('HMGET', session, prefix .. '_ts', prefix .. '_seq', prefix .. '_nid')
-  if not cur[1] then return true end
-  return is_before(ts, sq, nid, tonumber(cur[1]), tonumber(cur[2]), cur[3])
+local is_new_session = not first
+if is_new_session then
+  put('sid', sid)
+  redis.call('SET', version_key, version)
 end
-
-local function mark(prefix)
-  redis.call('HSET', session, prefix .. '_ts', ts, prefix .. '_seq', sq, prefix .. '_nid', nid)
+do
+  local earliest = true
+  if first then
+    local t, s, n = string.match(first, '^(%S+) (%S+) (%S+)$')
+    earliest = is_before(ts or tonumber(EARLY), sq, nid, tonumber(t), tonumber(s), n)
+  end
+  if earliest then
+    put('first', early_pos)
+    put('cname', cname)
+    put('uid', uid)
+    put('first_event_ms', sendts)
+  end
 end
-
-if is_earliest('first') then
-  mark('first')
-  redis.call('HSET', session, 'sid', sid, 'cname', cname, 'uid', uid, 'first_event_ms', sendts)
+if is_latest(last) then
+  put('last', late_pos)
+  put('last_event_ms', sendts)
+  put('last_event_type', etype)
 end
-if is_latest('last') then
-  mark('last')
-  redis.call('HSET', session, 'last_event_ms', sendts, 'last_event_type', etype)
-end
-
-local seen = redis.call('HMGET', session, 'first_seen_ms', 'last_seen_ms')
-if not seen[1] or recv < tonumber(seen[1]) then
-  redis.call('HSET', session, 'first_seen_ms', recv_raw)
-end
-if not seen[2] or recv > tonumber(seen[2]) then
-  redis.call('HSET', session, 'last_seen_ms', recv_raw)
-end
-
-redis.call('HINCRBY', session, 'events', 1)
-redis.call('HINCRBY', session, 'count:' .. etype, 1)
-redis.call('HINCRBY', stats, 'stored', 1)
+if not first_seen or recv < tonumber(first_seen) then put('first_seen_ms', recv_raw) end
+if not last_seen or recv > tonumber(last_seen) then put('last_seen_ms', recv_raw) end
+put('events', (tonumber(n_events) or 0) + 1)
+put('count:' .. etype, (tonumber(n_type) or 0) + 1)
 if errors ~= '' then
-  redis.call('HINCRBY', session, 'invalid', 1)
+  put('invalid', (tonumber(n_invalid) or 0) + 1)
   redis.call('HINCRBY', stats, 'invalid', 1)
 end
 if known == '0' then
-  redis.call('HINCRBY', session, 'unknown_type', 1)
+  put('unknown_type', (tonumber(n_unknown) or 0) + 1)
   redis.call('HINCRBY', stats, 'unknown_type', 1)
 end
+if progress ~= '' and is_latest(progress_at) then
+  put('progress_at', late_pos)
+  put('upload_progress', progress)
+end
+if upload ~= '' and is_latest(upload_at) then
+  put('upload_at', late_pos)
+  put('upload_status', upload)
+  put('upload_ok', upload_ok)
+end
+if files ~= '' and is_latest(files_at) then
+  -- Kept out of the summary hash: a long value would cost the hash its compact encoding.
+  put('files_at', late_pos)
+  put('files_event_type', files_event)
+  redis.call('SET', files_key, files, 'EX', retention)
+end
 
-if progress ~= '' and is_latest('progress') then
-  mark('progress')
-  redis.call('HSET', session, 'upload_progress', progress)
-end
-if upload ~= '' and is_latest('upload') then
-  mark('upload')
-  redis.call('HSET', session, 'upload_status', upload, 'upload_ok', upload_ok)
-end
-if files ~= '' and is_latest('files') then
-  mark('files')
-  redis.call('HSET', session, 'files', files, 'files_event_type', files_event)
-end
-
--- Sequence gaps: a bitmap of the sequences seen. Bounded, so a wild sequence number
--- cannot make Redis allocate hundreds of megabytes.
+-- Sequence gaps: a bitmap of the sequences seen (SETBIT answers whether a bit was new).
+-- Bounded, so a wild sequence number cannot make Redis allocate hundreds of megabytes.
 if sq >= 0 then
   if sq < seq_limit then
-    redis.call('SETBIT', seqs, sq, 1)
-    redis.call('EXPIRE', seqs, retention)
-    local max_seq = tonumber(redis.call('HGET', session, 'max_sequence') or '-1')
-    if sq > max_seq then
-      max_seq = sq
-      redis.call('HSET', session, 'max_sequence', sq)
+    local distinct_n = tonumber(distinct) or 0
+    if redis.call('SETBIT', seqs, sq, 1) == 0 then
+      distinct_n = distinct_n + 1
+      put('distinct_sequences', distinct_n)
     end
-    local gaps = max_seq + 1 - redis.call('BITCOUNT', seqs)
-    redis.call('HSET', session, 'sequence_gaps', gaps)
+    local max_n = math.max(tonumber(max_seq) or -1, sq)
+    put('max_sequence', max_n)
+    put('sequence_gaps', max_n + 1 - distinct_n)
   else
     redis.call('HINCRBY', session, 'sequence_beyond_limit', 1)
   end
 end
-redis.call('EXPIRE', session, retention)
 
--- 4. Indexes for dashboards, trimmed to the retention period as we go.
-local oldest = recv - retention * 1000
+-- 3. Indexes for dashboards.
 redis.call('ZADD', by_activity, 'GT', recv, sid)
-redis.call('ZREMRANGEBYSCORE', by_activity, '-inf', '(' .. oldest)
 if cname ~= '' then
   redis.call('ZADD', by_cname, 'GT', recv, sid)
-  redis.call('ZREMRANGEBYSCORE', by_cname, '-inf', '(' .. oldest)
-  redis.call('EXPIRE', by_cname, retention)
 end
+
+-- 4. Retention. Refreshing TTLs and trimming indexes on every callback would double this
+-- script's work; once per refresh interval per session is enough (a key then lives
+-- between retention - interval and retention after its session's last event).
+if not refreshed or recv - tonumber(refreshed) >= refresh_ms then
+  put('refreshed_ms', recv_raw)
+  for _, key in ipairs({events, session, seqs, files_key}) do
+    redis.call('EXPIRE', key, retention)
+  end
+  redis.call('EXPIRE', notices, notices_ttl)
+  local oldest = '(' .. (recv - retention * 1000)
+  redis.call('ZREMRANGEBYSCORE', by_activity, '-inf', oldest)
+  if cname ~= '' then
+    redis.call('ZREMRANGEBYSCORE', by_cname, '-inf', oldest)
+    redis.call('EXPIRE', by_cname, retention)
+  end
+end
+redis.call('HSET', session, unpack(set))
+if is_new_session then
+  -- The session hash did not exist when the TTLs above were set.
+  redis.call('EXPIRE', session, retention)
+end
+redis.call('HINCRBY', stats, 'stored', 1)
 
 -- 5. Hand-off: remembered until the worker's job confirms it, so a lost enqueue is redone.
 if follow_up == '1' then
-  redis.call('ZADD', pending, 'NX', recv, member)
-  return {'stored', 1, ''}
+  redis.call('ZADD', pending, 'NX', recv, pending_member(entry))
+  return {'stored', 1, '', entry}
 end
-return {'stored', 0, ''}
+return {'stored', 0, '', entry}
