@@ -1,0 +1,107 @@
+"""Redis down or stalled: Agora gets a quick 503 and retries; nothing is acknowledged unsaved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import SECRET, load_example
+from webhook.app import create_app
+from webhook.config import Settings
+from webhook.redis_server import RedisServer
+from webhook.signature import HEADER_V2, sign
+from webhook.store import CallbackStore
+
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+# Agora waits 10 s; our promise is an answer within 2 s whatever Redis does.
+ANSWER_BUDGET_S = 2.0
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server this test may stop, freeze and restart (same port, same AOF)."""
+    server = RedisServer(data_dir=tmp_path / "redis", appendonly=True).start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.fixture
+def outage_client(own_redis: RedisServer) -> FlaskClient:
+    settings = Settings(redis_url=own_redis.url, callback_secrets=(SECRET,), log_format="text")
+    return create_app(settings).test_client()
+
+
+def post(client: FlaskClient, body: dict[str, object]) -> tuple[int, dict[str, object], float]:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", HEADER_V2: sign(raw, SECRET)}
+    started = time.monotonic()
+    response = client.post("/agora/callback", data=raw, headers=headers)
+    return response.status_code, response.get_json(), time.monotonic() - started
+
+
+def test_redis_stopped_gives_a_quick_503_and_the_retry_is_stored_after_restart(
+    outage_client: FlaskClient, own_redis: RedisServer
+):
+    assert post(outage_client, load_example("40_"))[0] == 200  # connections are pooled
+    own_redis.stop()
+    body = load_example("32_")
+
+    status, answer, elapsed = post(outage_client, body)
+
+    assert status == 503
+    assert answer["reason"] == "store_unavailable"
+    assert elapsed < ANSWER_BUDGET_S
+    assert not outage_client.get("/readyz").status_code == 200
+
+    own_redis.start()
+    status, answer, _ = post(outage_client, body)  # Agora's retry
+
+    assert (status, answer) == (200, {"result": "stored"})
+    store: CallbackStore = outage_client.application.extensions["agora.store"]
+    assert [e.notice_id for e in store.events(SID)] == [
+        load_example("40_")["noticeId"],  # kept across the restart by the AOF
+        body["noticeId"],
+    ]
+
+
+def test_a_stalled_redis_gives_a_503_within_the_budget(
+    outage_client: FlaskClient, own_redis: RedisServer
+):
+    assert own_redis.process is not None
+    assert post(outage_client, load_example("40_"))[0] == 200
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        status, answer, elapsed = post(outage_client, load_example("33_"))
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+
+    assert status == 503
+    assert answer["reason"] == "store_unavailable"
+    assert elapsed < ANSWER_BUDGET_S
+    # Redis may still run the write it had queued; Agora's retry is then a duplicate,
+    # answered 200 without a second copy.
+    status, answer, _ = post(outage_client, load_example("33_"))
+    assert status == 200
+    store: CallbackStore = outage_client.application.extensions["agora.store"]
+    assert len(store.events(SID)) == 2
+
+
+def test_a_refused_callback_is_still_answered_when_redis_is_down(
+    outage_client: FlaskClient, own_redis: RedisServer
+):
+    own_redis.stop()
+
+    response = outage_client.post("/agora/callback", data=b"[]", content_type="application/json")
+
+    # The real reason, not a 500; Agora retries any non-200 anyway.
+    assert response.status_code == 401
+    assert response.get_json()["reason"] == "signature_missing"
