@@ -5,5 +5,5 @@ from webhook.config import Settings
 from webhook.logconfig import configure_logging
 
 settings = Settings.from_env()
-configure_logging(settings.log_format)
+configure_logging(settings.log_format, settings.log_level)
 app = create_app(settings)

@@ -24,4 +24,7 @@ accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
 # Parsed here too so a bad configuration stops gunicorn before any worker forks.
-logconfig_dict = logging_config(Settings.from_env().log_format)
+_settings = Settings.from_env()
+logconfig_dict = logging_config(
+    _settings.log_format, _settings.log_level, access_log=accesslog is not None
+)

@@ -64,6 +64,7 @@ class Settings:
     queue_name: str = "agora"
     proxy_hops: int = 0
     log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
 
     @property
     def accepts_unsigned(self) -> bool:
@@ -102,6 +103,9 @@ class Settings:
         )
         if log_format not in ("json", "text"):
             raise ConfigError(f"LOG_FORMAT must be json or text, got {log_format!r}")
+        log_level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"LOG_LEVEL must be a logging level name, got {log_level!r}")
         settings = cls(
             redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
             callback_secrets=secrets,
@@ -116,6 +120,7 @@ class Settings:
             queue_name=env.get("AGORA_QUEUE", "").strip() or "agora",
             proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
+            log_level=log_level,
         )
         if settings.redis_timeout > timedelta(seconds=4):
             # Two attempts must fit well inside Agora's 10 s answer window.

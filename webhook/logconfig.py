@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging.config
-import os
 from typing import Any, Literal
 
 LogFormat = Literal["json", "text"]
 
 
-def logging_config(log_format: LogFormat, level: str | None = None) -> dict[str, Any]:
+def logging_config(
+    log_format: LogFormat, level: str = "INFO", *, access_log: bool = False
+) -> dict[str, Any]:
     """A dictConfig: one line per event, JSON in production, text in development."""
-    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
     formatter: dict[str, Any]
     if log_format == "json":
         formatter = {
@@ -35,18 +35,18 @@ def logging_config(log_format: LogFormat, level: str | None = None) -> dict[str,
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
             "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
-            # Off unless asked for (GUNICORN_ACCESS_LOG): the service logs one richer line
-            # per callback itself, and a second line per request costs real CPU.
+            # Off unless asked for: the service logs one richer line per callback itself,
+            # and a second line per request costs real CPU.
             "gunicorn.access": {
                 "level": level,
-                "handlers": ["stderr"] if os.environ.get("GUNICORN_ACCESS_LOG") else [],
+                "handlers": ["stderr"] if access_log else [],
                 "propagate": False,
             },
         },
     }
 
 
-def configure_logging(log_format: LogFormat = "json", level: str | None = None) -> None:
+def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
     # We log one line per callback on the hot path; the logging docs' own optimisations
     # drop what we never print (caller frame lookup, thread and process names).
     logging._srcfile = None  # documented in the logging HOWTO, "Optimization"

@@ -27,7 +27,7 @@ def main() -> int:
     except ConfigError as err:
         print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
         return 2
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     # No socket timeout here: the worker blocks on the queue for minutes at a time, and a
     # timeout shorter than that block would break it.
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)

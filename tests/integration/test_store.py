@@ -25,7 +25,9 @@ def store(redis: Redis) -> CallbackStore:
     return CallbackStore(redis, retention=timedelta(days=30), dedupe_window=timedelta(days=7))
 
 
-def event(prefix: str, sequence: int, sendts: int, notice_id: str, **details: Any) -> dict:
+def event(
+    prefix: str, sequence: int, sendts: int, notice_id: str, **details: Any
+) -> dict[str, Any]:
     body = copy.deepcopy(load_example(prefix))
     body["noticeId"] = notice_id
     body["payload"].update(sequence=sequence, sendts=sendts)
@@ -33,7 +35,7 @@ def event(prefix: str, sequence: int, sendts: int, notice_id: str, **details: An
     return body
 
 
-def record(store: CallbackStore, body: dict, received_ms: int = RECEIVED_MS) -> str:
+def record(store: CallbackStore, body: dict[str, Any], received_ms: int = RECEIVED_MS) -> str:
     raw = json.dumps(body).encode()
     return store.record(load_callback(body), raw, received_ms=received_ms).outcome
 
@@ -153,9 +155,7 @@ class TestIndexesAndRetention:
         assert redis.zrange(keys.sessions_by_activity(), 0, -1) == [b"another-session"]
 
     def test_a_notice_is_remembered_for_the_dedupe_window_even_if_longer(self, redis: Redis):
-        store = CallbackStore(
-            redis, retention=timedelta(days=1), dedupe_window=timedelta(days=7)
-        )
+        store = CallbackStore(redis, retention=timedelta(days=1), dedupe_window=timedelta(days=7))
         record(store, event("33_", 1, 1_000, "n1"))
 
         assert redis.ttl(keys.notices(SID)) > timedelta(days=6).total_seconds()
@@ -168,12 +168,10 @@ PREFIXES = ["33_", "33_", "33_", "31_", "32_", "40_", "43_", "44_", "11_", "41_"
 
 
 @st.composite
-def deliveries(draw: st.DrawFn) -> list[dict]:
+def deliveries(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One session's events as Agora may deliver them: with resends and redundant copies."""
     count = draw(st.integers(min_value=1, max_value=12))
-    sequences = draw(
-        st.lists(st.integers(0, 40), min_size=count, max_size=count, unique=True)
-    )
+    sequences = draw(st.lists(st.integers(0, 40), min_size=count, max_size=count, unique=True))
     bodies = []
     for i, sequence in enumerate(sequences):
         prefix = draw(st.sampled_from(PREFIXES))
@@ -200,7 +198,7 @@ def deliveries(draw: st.DrawFn) -> list[dict]:
 )
 @given(bodies=deliveries(), data=st.data())
 def test_any_arrival_order_gives_the_same_summary(
-    redis: Redis, bodies: list[dict], data: st.DataObject
+    redis: Redis, bodies: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     store = CallbackStore(redis)
 

@@ -1,0 +1,160 @@
+"""The real processes: gunicorn with deploy/gunicorn.conf.py, `python -m workers`, and
+`agora-webhook dev` (what `make run` starts), talking over loopback to real redis-servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from tests.conftest import DATA, SECRET, load_example
+from webhook.redis_server import RedisServer, free_port
+from webhook.signature import HEADER_V2, sign
+from webhook.store import keys
+
+pytestmark = pytest.mark.system
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_post(url: str, body: bytes, secret: str | None = SECRET) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers[HEADER_V2] = sign(body, secret)
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def is_listening(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"{process.args!r} did not stop on signal {sig}") from None
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
+    """gunicorn + one worker with the scheduler, against a private AOF redis-server."""
+    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
+    port = free_port()
+    env = os.environ | {
+        "REDIS_URL": redis_server.url,
+        "AGORA_CALLBACK_SECRETS": f"{SECRET},previous-secret",
+        "APP_ENV": "production",
+        "PORT": str(port),
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+    }
+    log = (tmp_path / "service.log").open("wb")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "workers"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: is_listening(f"{base}/readyz"), 20, "gunicorn to be ready")
+        yield base, Redis.from_url(redis_server.url)
+    finally:
+        stop(web)
+        stop(worker)
+        redis_server.stop()
+        log.close()
+
+
+def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[str, Redis]):
+    base, redis = service
+    answers = []
+    for path in sorted(DATA.glob("*.json")):
+        answers.append(http_post(f"{base}/agora/callback", path.read_bytes()))
+
+    assert answers == [(200, {"result": "stored"})] * len(answers)
+    assert redis.hget(keys.stats(), "stored") == str(len(answers)).encode()
+    # Follow-up events (uploaded, backuped, errors, exit, ...) are confirmed by the worker.
+    wait_for(lambda: redis.zcard(keys.pending_handoffs()) == 0, 20, "the worker's follow-up")
+
+
+def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis]):
+    base, _ = service
+    status, body = http_post(f"{base}/agora/callback", b"{broken")
+    assert (status, body["reason"]) == (400, "invalid_payload")
+    status, body = http_post(
+        f"{base}/agora/callback", json.dumps(load_example("40_")).encode(), None
+    )
+    assert (status, body["reason"]) == (401, "signature_missing")
+
+
+def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_c(
+    tmp_path: Path,
+):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "AGORA_CALLBACK_SECRETS")}
+    env |= {
+        "PORT": str(port),
+        "LOCAL_REDIS_PORT": str(free_port()),
+        "AGORA_VAR_DIR": str(tmp_path / "var"),
+        "APP_ENV": "development",
+    }
+    output_file = tmp_path / "make-run.log"
+    with output_file.open("wb") as log:
+        dev = subprocess.Popen(
+            [str(BIN / "agora-webhook"), "dev"], cwd=ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/agora/callback"
+    try:
+        wait_for(lambda: is_listening(f"http://127.0.0.1:{port}/readyz"), 30, "make run")
+        sent = subprocess.run(
+            [str(BIN / "agora-webhook"), "send", str(DATA / "40_recorder_started.json"),
+             "--url", url],
+            env=env, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert sent.stdout.strip() == '200 {"result":"stored"}'
+    finally:
+        code = stop(dev, signal.SIGINT)
+    output = output_file.read_text()
+    assert code == 0, output
+    assert f"callback URL: {url}" in output
+    assert (tmp_path / "var" / "redis" / "appendonlydir").exists() or any(
+        (tmp_path / "var" / "redis").glob("appendonly*")
+    )
+    assert not is_listening(f"http://127.0.0.1:{port}/healthz")
