@@ -136,10 +136,10 @@ def fmt(result: LoadResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per measured run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measured run")
+    parser.add_argument("--rounds", type=int, default=7, help="alternations; medians are reported")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--sessions", type=int, default=7000, help="recordings of traffic")
+    parser.add_argument("--sessions", type=int, default=4000, help="recordings of traffic")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="agora-bench-"))

@@ -144,6 +144,19 @@ class TestIndexesAndRetention:
         for key in session_keys:
             assert redis.ttl(key) > 0, key
 
+    def test_keys_first_created_between_two_refreshes_expire_too(
+        self, store: CallbackStore, redis: Redis
+    ):
+        no_sequence_no_channel = event("33_", 1, 1_000, "n1")
+        del no_sequence_no_channel["payload"]["sequence"]
+        del no_sequence_no_channel["payload"]["cname"]
+        record(store, no_sequence_no_channel)
+
+        record(store, event("33_", 2, 2_000, "n2"), received_ms=RECEIVED_MS + 10)
+
+        assert redis.ttl(keys.sequences(SID)) > 0
+        assert redis.ttl(keys.sessions_by_cname("class1024")) > 0
+
     def test_the_indexes_drop_sessions_older_than_the_retention(self, redis: Redis):
         short = CallbackStore(redis, retention=timedelta(seconds=60))
         record(short, event("33_", 1, 1_000, "n1"), received_ms=RECEIVED_MS)

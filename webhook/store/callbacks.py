@@ -384,7 +384,7 @@ def _summary(sid: str, data: Mapping[bytes, bytes], files_raw: bytes | None) -> 
         redundant=int(data.get(b"redundant", 0)),
         upload_progress=_int(data.get(b"upload_progress")),
         upload_status=_text(data.get(b"upload_status")),
-        upload_ok=None if upload_ok is None else upload_ok == b"1",
+        upload_ok=None if not upload_ok else upload_ok == b"1",
         files=files,
         max_sequence=_int(data.get(b"max_sequence")),
         sequence_gaps=int(data.get(b"sequence_gaps", 0)),

@@ -11,8 +11,9 @@ SCHEMA_VERSION = 1
 
 
 def _tagged(sid: str, kind: str) -> str:
-    # {sid} is a Cluster hash tag: every key of one session lands in one slot, so the Lua
-    # script that records a callback can touch all of them atomically on Redis Cluster too.
+    # {sid} is a Cluster hash tag: every key of one session lands in one slot. (The record
+    # script also writes the global keys below, so on Cluster those writes must move out of
+    # it; today the store targets one Redis primary. See docs/redis-keys.md.)
     return f"{PREFIX}:{{{sid}}}:{kind}"
 
 

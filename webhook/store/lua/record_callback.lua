@@ -1,4 +1,6 @@
--- Record one Agora callback in one atomic step: dedupe on noticeId, flag redundant copies,
+-- Record one Agora callback in one atomic step: dedupe (noticeId within the event's
+-- identity; a noticeId names one notification, so its resends carry the same identity),
+-- flag redundant copies,
 -- append to the session's log, update its summary and the indexes.
 -- Atomicity is the point: concurrent duplicates are stored once, and a crash can never
 -- leave a log entry without its dedupe marker. KEYS and ARGV: see CallbackStore.record()
@@ -59,6 +61,8 @@ local entry = redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*',
 
 if first_nid then
   redis.call('HSET', notices, nid, entry)
+  -- The log may have expired and been re-created by this copy: give it its TTL back.
+  redis.call('EXPIRE', events, retention)
   if redis.call('EXISTS', session) == 1 then
     redis.call('HINCRBY', session, 'redundant', 1)
   end
@@ -169,6 +173,10 @@ if sq >= 0 then
       distinct_n = distinct_n + 1
       put('distinct_sequences', distinct_n)
     end
+    if not distinct then
+      -- The bitmap was created just now, maybe between two TTL refreshes.
+      redis.call('EXPIRE', seqs, retention)
+    end
     local max_n = math.max(tonumber(max_seq) or -1, sq)
     put('max_sequence', max_n)
     put('sequence_gaps', max_n + 1 - distinct_n)
@@ -179,8 +187,9 @@ end
 
 -- 3. Indexes for dashboards.
 redis.call('ZADD', by_activity, 'GT', recv, sid)
-if cname ~= '' then
-  redis.call('ZADD', by_cname, 'GT', recv, sid)
+if cname ~= '' and redis.call('ZADD', by_cname, 'GT', recv, sid) == 1 then
+  -- A new member, maybe of a new index key, between two TTL refreshes.
+  redis.call('EXPIRE', by_cname, retention)
 end
 
 -- 4. Retention. Refreshing TTLs and trimming indexes on every callback would double this
