@@ -21,6 +21,7 @@ from webhook.config import Settings
 from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
 from webhook.signature import HEADER_V2, sign
+from workers.context import configure
 
 DATA = Path(__file__).parent / "data" / "callbacks"
 SECRET = "test-secret-current"
@@ -124,6 +125,7 @@ def run_jobs(redis: Redis, settings: Settings) -> Callable[[], int]:
     """Drain the callback queue with a SimpleWorker in burst mode; returns jobs done."""
 
     def run() -> int:
+        configure(settings)
         queue = callback_queue(redis, settings.queue_name)
         before: int = queue.finished_job_registry.count
         SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)

@@ -11,6 +11,8 @@ from webhook import extensions
 from webhook.config import Settings, redact_url
 from webhook.jobs import callback_queue
 from webhook.store import CallbackStore, connect
+from webhook.store.alerts import AlertStore
+from webhook.store.recordings import RecordingStore
 from webhook.views import register_blueprints
 from webhook.views.errors import register_error_handlers
 
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         rejected_max=settings.rejected_max,
     )
     app.extensions[extensions.QUEUE] = callback_queue(redis, settings.queue_name)
+    app.extensions[extensions.RECORDINGS] = RecordingStore(redis, retention=settings.retention)
+    app.extensions[extensions.ALERTS] = AlertStore(redis)
     if settings.proxy_hops:
         # Behind a load balancer the client address comes from X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]  # the documented way to wrap the WSGI app

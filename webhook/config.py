@@ -65,6 +65,30 @@ class Settings:
     proxy_hops: int = 0
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # Tokens app servers and operators present as "Authorization: Bearer <token>".
+    api_tokens: tuple[str, ...] = ()
+    # Agora's REST API, for query polling (optional: without credentials we never poll).
+    agora_api_base: str = "https://api.sd-rtn.com"
+    agora_app_id: str = ""
+    agora_customer_id: str = ""
+    agora_customer_secret: str = ""
+    # Reconciliation deadlines (defaults from Agora's docs and our five-minute promise).
+    backup_deadline: timedelta = timedelta(minutes=5)
+    upload_status_deadline: timedelta = timedelta(minutes=5)
+    recorder_start_deadline: timedelta = timedelta(minutes=2)
+    # Silence tolerated beyond maxIdleTime before an active session is called stale; Agora
+    # sends uploading_progress every minute while it records.
+    stale_margin: timedelta = timedelta(minutes=3)
+    # How often an unverified backup is looked for again after its alert.
+    backup_recheck: timedelta = timedelta(minutes=5)
+    # How often the sweep walks the active sessions, and how often they are polled.
+    sweep_interval: timedelta = timedelta(seconds=60)
+    query_interval: timedelta = timedelta(minutes=2)
+    storage_config_path: str = ""
+
+    @property
+    def polls_agora(self) -> bool:
+        return bool(self.agora_app_id and self.agora_customer_id and self.agora_customer_secret)
 
     @property
     def accepts_unsigned(self) -> bool:
@@ -74,6 +98,7 @@ class Settings:
     def __repr__(self) -> str:
         # Never let a secret reach a log line through repr().
         secrets = f"<{len(self.callback_secrets)} secret(s)>"
+        # (api tokens, the customer secret and storage credentials are left out entirely)
         return (
             f"Settings(redis_url={redact_url(self.redis_url)!r}, callback_secrets={secrets}, "
             f"environment={self.environment!r}, queue_name={self.queue_name!r})"
@@ -121,6 +146,19 @@ class Settings:
             proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             log_level=log_level,
+            api_tokens=tuple(t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()),
+            agora_api_base=env.get("AGORA_API_BASE", "").strip() or "https://api.sd-rtn.com",
+            agora_app_id=env.get("AGORA_APP_ID", "").strip(),
+            agora_customer_id=env.get("AGORA_CUSTOMER_ID", "").strip(),
+            agora_customer_secret=env.get("AGORA_CUSTOMER_SECRET", "").strip(),
+            backup_deadline=_seconds(env, "BACKUP_DEADLINE_SECONDS", 300),
+            upload_status_deadline=_seconds(env, "UPLOAD_STATUS_DEADLINE_SECONDS", 300),
+            recorder_start_deadline=_seconds(env, "RECORDER_START_DEADLINE_SECONDS", 120),
+            stale_margin=_seconds(env, "STALE_MARGIN_SECONDS", 180),
+            backup_recheck=_seconds(env, "BACKUP_RECHECK_SECONDS", 300),
+            sweep_interval=_seconds(env, "SWEEP_INTERVAL_SECONDS", 60),
+            query_interval=_seconds(env, "QUERY_INTERVAL_SECONDS", 120),
+            storage_config_path=env.get("STORAGE_CONFIG", "").strip(),
         )
         if settings.redis_timeout > timedelta(seconds=4):
             # Two attempts must fit well inside Agora's 10 s answer window.

@@ -38,6 +38,18 @@ class SignatureError(WebhookError):
     reason = "signature_mismatch"
 
 
+class AuthenticationError(WebhookError):
+    """An API call without a valid bearer token."""
+
+    status = 401
+    reason = "unauthorized"
+
+
+class NotFoundError(WebhookError):
+    status = 404
+    reason = "not_found"
+
+
 class PayloadError(WebhookError):
     """The body is not a callback we can file under a session (not JSON, no ids)."""
 

@@ -56,6 +56,10 @@ class EventType(IntEnum):
 # only updates the session summary, so it never costs an RQ enqueue.
 FOLLOW_UP_EVENTS: frozenset[int] = frozenset(
     {
+        # The recorder's start answers the "recorder_not_started" check.
+        EventType.RECORDER_STARTED,
+        EventType.UPLOADER_STARTED,
+        EventType.WEB_RECORDER_STARTED,
         EventType.CLOUD_RECORDING_ERROR,
         EventType.CLOUD_RECORDING_WARNING,
         EventType.SESSION_EXIT,

@@ -11,7 +11,7 @@ import logging
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
@@ -20,10 +20,14 @@ from webhook.errors import StoreUnavailableError
 logger = logging.getLogger(__name__)
 
 PROCESS_CALLBACK = "workers.callbacks.process_callback"
+RECONCILE_SESSION = "workers.reconcile.reconcile_session"
 
-# Long enough for the reconciliation checks that follow a callback; RQ's Retry handles
-# transient failures inside the job.
+# Long enough for the reconciliation checks that follow a callback (a storage check
+# included).
 JOB_TIMEOUT_S = 120
+# Transient failures (Redis blip, storage timeout, a busy session) and jobs whose worker
+# died (RQ retries abandoned jobs that have retries left) are run again with backoff.
+JOB_RETRY = Retry(max=5, interval=[1, 5, 15, 60, 120])
 
 
 def callback_job_id(sid: str, notice_id: str) -> str:
@@ -49,6 +53,7 @@ def enqueue_callback(queue: Queue, sid: str, notice_id: str, entry_id: str) -> b
             job_id=callback_job_id(sid, notice_id),
             unique=True,
             timeout=JOB_TIMEOUT_S,
+            retry=JOB_RETRY,
             description=f"process callback {notice_id} of {sid}",
         )
     except DuplicateJobError:
@@ -56,3 +61,28 @@ def enqueue_callback(queue: Queue, sid: str, notice_id: str, entry_id: str) -> b
     except RedisError as err:
         raise StoreUnavailableError("the job queue is unreachable; retry later") from err
     return True
+
+
+def reconcile_job_id(sid: str, due_ms: int | None = None) -> str:
+    """One scheduled check per session and due time; immediate runs get their own ids."""
+    digest = hashlib.sha256(sid.encode()).hexdigest()[:32]
+    return f"reconcile-{digest}-{due_ms}" if due_ms is not None else f"reconcile-{digest}"
+
+
+def enqueue_reconcile(queue: Queue, sid: str) -> None:
+    """Reconcile the session now (the app told us about a start or a stop).
+
+    Raises:
+        StoreUnavailableError: Redis did not accept the job.
+    """
+    try:
+        queue.enqueue_call(
+            RECONCILE_SESSION,
+            args=(sid,),
+            timeout=JOB_TIMEOUT_S,
+            retry=JOB_RETRY,
+            description=f"reconcile {sid}",
+            result_ttl=60,
+        )
+    except RedisError as err:
+        raise StoreUnavailableError("the job queue is unreachable; retry later") from err

@@ -34,6 +34,8 @@ def logging_config(
         },
         "root": {"level": level, "handlers": ["stderr"]},
         "loggers": {
+            # At DEBUG urllib3 logs request paths, and a Slack webhook's path is its token.
+            "urllib3": {"level": "INFO"},
             "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
             # Off unless asked for: the service logs one richer line per callback itself,
             # and a second line per request costs real CPU.

@@ -468,3 +468,75 @@ def load_callback(doc: Any) -> Callback:
         details=details,
         errors=errors,
     )
+
+
+# --- the app's calls, forwarded to /api/v1/recordings -----------------------------------
+
+
+class RecordingStartSchema(_Strict):
+    """POST /api/v1/recordings: the start the app made, in Agora's own vocabulary."""
+
+    resource_id = fields.String(
+        data_key="resourceId", required=True, validate=validate.Length(1, 2048)
+    )
+    sid = fields.String(
+        required=True,
+        validate=validate.Regexp(ID_PATTERN, error="must be 1-256 printable characters"),
+    )
+    cname = fields.String(required=True, validate=validate.Length(1, 1024))
+    uid = StringOrNumber(required=True)
+    mode = fields.String(required=True, validate=validate.OneOf(("individual", "mix", "web")))
+    client_request = fields.Dict(data_key="clientRequest", load_default=dict)
+
+
+class RecordingStopSchema(_Strict):
+    """POST /api/v1/recordings/<sid>/stop: what Agora answered the app's stop."""
+
+    http_status = fields.Integer(
+        data_key="httpStatus", required=True, strict=True, validate=validate.Range(100, 599)
+    )
+    response = fields.Dict(required=True)
+
+
+RECORDING_START_SCHEMA = RecordingStartSchema()
+RECORDING_STOP_SCHEMA = RecordingStopSchema()
+
+_UPLOADING_STATUSES = {"uploaded": "uploaded", "backuped": "backuped", "unknown": "unknown"}
+
+
+def read_stop_response(
+    body: Mapping[str, Any],
+) -> tuple[int | None, str | None, tuple[str, ...]]:
+    """(code, uploadingStatus, file names) from Agora's stop answer, as leniently as Agora
+    is inconsistent: fileList as a string or a list, fileName or filename, the legacy
+    "unknow", and web mode's extensionServiceState."""
+    code = body.get("code")
+    server = body.get("serverResponse")
+    server = server if isinstance(server, dict) else {}
+    status = server.get("uploadingStatus")
+    files = _file_names(server.get("fileList"))
+    for service in server.get("extensionServiceState") or ():
+        if not isinstance(service, dict) or not isinstance(service.get("payload"), dict):
+            continue
+        payload = service["payload"]
+        status = status or payload.get("uploadingStatus")
+        files = files or _file_names(payload.get("fileList"))
+    if status == "unknow":  # the legacy spelling
+        status = "unknown"
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        _UPLOADING_STATUSES.get(status) if isinstance(status, str) else None,
+        files,
+    )
+
+
+def _file_names(file_list: Any) -> tuple[str, ...]:
+    if isinstance(file_list, str):
+        return (file_list,) if file_list else ()
+    names = []
+    for entry in file_list if isinstance(file_list, list) else ():
+        if isinstance(entry, dict):
+            name = entry.get("fileName", entry.get("filename"))
+            if isinstance(name, str) and name:
+                names.append(name)
+    return tuple(names)

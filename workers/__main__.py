@@ -13,6 +13,8 @@ from webhook.config import Settings, redact_url
 from webhook.errors import ConfigError
 from webhook.jobs import callback_queue
 from webhook.logconfig import configure_logging
+from workers.context import build_context, configure
+from workers.reconcile import seed_sweep
 
 logger = logging.getLogger("workers")
 
@@ -28,6 +30,7 @@ def main() -> int:
         print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    configure(settings)
     # No socket timeout here: the worker blocks on the queue for minutes at a time, and a
     # timeout shorter than that block would break it.
     redis = Redis.from_url(settings.redis_url, health_check_interval=30)
@@ -38,6 +41,8 @@ def main() -> int:
         serializer=JSONSerializer,
         maintenance_interval=MAINTENANCE_INTERVAL_S,
     )
+    # The sweep reschedules itself; seeding it here restarts the chain after any outage.
+    seed_sweep(build_context(settings, redis))
     logger.info("worker starting: queue=%s redis=%s", queue.name, redact_url(settings.redis_url))
     worker.work(with_scheduler=True, logging_level=logging.getLevelName(logger.getEffectiveLevel()))
     return 0

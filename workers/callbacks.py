@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from rq import get_current_job
-
-from webhook.store import CallbackStore
+from webhook.events import EventType
+from webhook.store import now_ms
+from workers.context import WorkerContext, current_context
+from workers.lifecycle import alerts_for_event
+from workers.notify import announce
+from workers.reconcile import reconcile, session_lock
 
 logger = logging.getLogger(__name__)
 
 
 def process_callback(sid: str, notice_id: str, entry_id: str) -> None:
     """RQ entry point: thin on purpose. The work lives in follow_up_callback()."""
-    job = get_current_job()
-    if job is None:  # pragma: no cover - RQ always runs jobs with a current job
-        raise RuntimeError("process_callback must run inside an RQ job")
-    follow_up_callback(CallbackStore(job.connection), sid, notice_id, entry_id)
+    ctx = current_context()
+    with session_lock(ctx.redis, sid):
+        follow_up_callback(ctx, sid, notice_id, entry_id, now_ms())
 
 
-def follow_up_callback(store: CallbackStore, sid: str, notice_id: str, entry_id: str) -> None:
-    """Look at one stored callback, then confirm the hand-off.
-
-    Reconciliation (issue #3) plugs in here; until then the follow-up is a log line.
-    """
-    event = store.event(sid, entry_id)
+def follow_up_callback(
+    ctx: WorkerContext, sid: str, notice_id: str, entry_id: str, now: int
+) -> None:
+    """Raise what the event itself says, reconcile the session, then confirm the hand-off."""
+    event = ctx.callbacks.event(sid, entry_id)
     if event is None:
         # Expired by retention before the job ran: nothing left to follow up.
         logger.warning("callback to follow up is gone", extra={"sid": sid, "notice_id": notice_id})
     else:
-        logger.info(
-            "callback followed up",
-            extra={"sid": sid, "notice_id": notice_id, "event_type": event.event_type},
-        )
-    store.complete_handoff(sid, notice_id, entry_id)
+        document: Any = event.document
+        payload = document.get("payload") if isinstance(document, dict) else None
+        details = payload.get("details") if isinstance(payload, dict) else None
+        cname = payload.get("cname") if isinstance(payload, dict) else None
+        for spec in alerts_for_event(event.event_type, details or {}, sid):
+            alert, transition = ctx.alerts.raise_alert(
+                sid=sid, cname=cname, kind=spec.kind, message=spec.message,
+                evidence={**spec.evidence, "notice_id": notice_id}, now_ms=now,
+            )  # fmt: skip
+            if transition:
+                announce(ctx, alert, transition)
+        if event.event_type == EventType.BACKUPED and not event.redundant_of:
+            # The five-minute clock starts when Agora told us, not when this job ran.
+            ctx.recordings.mark_backuped(sid, event.received_ms)
+        reconcile(ctx, sid, now)
+    ctx.callbacks.complete_handoff(sid, notice_id, entry_id)

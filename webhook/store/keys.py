@@ -44,6 +44,49 @@ def sequences(sid: str) -> str:
     return _tagged(sid, "seqs")
 
 
+def recording(sid: str) -> str:
+    """Hash: what the app did (start and stop as forwarded or made through our client) and
+    what reconciliation concluded (lifecycle state, deadlines, verification)."""
+    return _tagged(sid, "recording")
+
+
+def calls(sid: str) -> str:
+    """Stream: every app call for the session (REST exchanges and forwarded start/stop),
+    request summaries without secrets."""
+    return _tagged(sid, "calls")
+
+
+def session_alerts(sid: str) -> str:
+    """Set: the alert kinds ever raised for the session."""
+    return _tagged(sid, "alerts")
+
+
+def session_lock(sid: str) -> str:
+    """String: held while a job works on the session, so two never interleave."""
+    return _tagged(sid, "lock")
+
+
+def alert(alert_id: str) -> str:
+    """Hash: one alert (see webhook.alerts.Alert)."""
+    return f"{PREFIX}:alert:{alert_id}"
+
+
+def alerts_by_state(state: str) -> str:
+    """Sorted set: alert ids in one state (open, acknowledged, resolved) by last change."""
+    return f"{PREFIX}:alerts:{state}"
+
+
+def alert_deliveries() -> str:
+    """Stream, capped: every alert delivery attempt to a sink, with its outcome."""
+    return f"{PREFIX}:alert-deliveries"
+
+
+def active_recordings() -> str:
+    """Sorted set: sids not yet in a final state, scored by when reconciliation should next
+    look at them (ms); the periodic sweep walks it."""
+    return f"{PREFIX}:recordings:active"
+
+
 def sessions_by_activity() -> str:
     """Sorted set: sid scored by the last arrival time (ms)."""
     return f"{PREFIX}:sessions"

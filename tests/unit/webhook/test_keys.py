@@ -81,7 +81,10 @@ def test_no_module_but_keys_spells_a_redis_key() -> None:
 
 
 def test_the_classification_covers_every_key_function() -> None:
-    assert per_session() == ["events", "files", "notices", "sequences", "session"]
+    assert per_session() == [
+        "calls", "events", "files", "notices", "recording", "sequences", "session",
+        "session_alerts", "session_lock",
+    ]  # fmt: skip
     assert set(per_session()) | set(global_keys()) == set(key_functions())
 
 

@@ -1,0 +1,280 @@
+"""Reconciliation against real Redis and a real S3-compatible server, with a controlled clock.
+
+The five-minute rule above all: a backuped recording whose files are not in the customer's
+bucket five minutes later raises a critical alert, and the alert resolves when they appear.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+from rq import SimpleWorker
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from tests.conftest import load_example
+from tests.integration.s3_server import S3Server
+from webhook.config import Settings
+from webhook.jobs import enqueue_callback, reconcile_job_id
+from webhook.recordings import StartCall, StopCall
+from webhook.schemas import load_callback
+from webhook.store import keys
+from workers import notify
+from workers.context import WorkerContext, build_context, configure, storage_verifier
+from workers.reconcile import reconcile
+
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+T0 = 1_749_549_600_000
+MIN = 60_000
+PLAYLISTS = [
+    f"{SID}_class1024__uid_s_57297__uid_e_audio.m3u8",
+    f"{SID}_class1024__uid_s_10230__uid_e_audio.m3u8",
+]
+
+
+@pytest.fixture
+def storage_config(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> str:
+    path = tmp_path / "storage.json"
+    path.write_text(json.dumps({"buckets": {s3_bucket: {
+        "access_key_id": s3_server.access_key_id,
+        "secret_access_key": s3_server.secret_access_key,
+        "endpoint_url": s3_server.endpoint_url,
+    }}}))  # fmt: skip
+    return str(path)
+
+
+@pytest.fixture
+def ctx(settings: Settings, redis: Redis, storage_config: str) -> Iterator[WorkerContext]:
+    storage_verifier.cache_clear()
+    notify.configured_sinks.cache_clear()
+    configured = replace(settings, storage_config_path=storage_config)
+    configure(configured)
+    yield build_context(configured, redis)
+    storage_verifier.cache_clear()
+
+
+def start(bucket: str, at: int = T0) -> StartCall:
+    return StartCall(
+        resource_id="rid-1", cname="class1024", uid="527841", mode="individual",
+        client_request={"recordingConfig": {"maxIdleTime": 30},
+                        "storageConfig": {"vendor": 11, "region": 0, "bucket": bucket,
+                                          "fileNamePrefix": ["recordings"],
+                                          "extensionParams": {"endpoint": "http://unused"}}},
+        started_ms=at,
+    )  # fmt: skip
+
+
+def deliver(ctx: WorkerContext, prefix: str, sequence: int, at: int, **details: Any) -> None:
+    body = load_example(prefix)
+    body["noticeId"] = f"{prefix}{sequence:04d}".replace("_", "n")
+    body["payload"].update(sequence=sequence, sendts=at)
+    body["payload"]["details"].update(details)
+    ctx.callbacks.record(load_callback(body), json.dumps(body).encode(), received_ms=at)
+
+
+def put_recording(s3: S3Server, bucket: str, playlist: str, *, name: str | None = None) -> None:
+    """A playlist and its two segments, as Agora's uploader writes them."""
+    client = s3.client()
+    stem = playlist.removesuffix(".m3u8")
+    segments = [f"{stem}_2025061010000{i}000.ts" for i in range(2)]
+    text = (
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:15\n"
+        + "".join(f"#EXTINF:15.0,\n{segment}\n" for segment in segments)
+        + "#EXT-X-ENDLIST\n"
+    )
+    client.put_object(Bucket=bucket, Key=f"recordings/{name or playlist}", Body=text.encode())
+    for segment in segments:
+        client.put_object(Bucket=bucket, Key=f"recordings/{segment}", Body=b"\x47" * 188)
+    client.close()
+
+
+def backuped_session(ctx: WorkerContext, bucket: str) -> int:
+    """Start, recorder events, then backuped at T0 + 10 min. Returns the backuped time."""
+    ctx.recordings.record_start(SID, start(bucket))
+    deliver(ctx, "40_", 0, T0 + 1000)
+    deliver(ctx, "30_", 1, T0 + 1100)
+    backuped_at = T0 + 10 * MIN
+    deliver(ctx, "32_", 23, backuped_at)
+    ctx.recordings.mark_backuped(SID, backuped_at)
+    return backuped_at
+
+
+def open_kinds(ctx: WorkerContext) -> set[str]:
+    return {a.kind for a in ctx.alerts.for_session(SID) if a.state != "resolved"}
+
+
+class TestBackupedUpload:
+    def test_before_the_deadline_nothing_is_raised_and_a_check_is_scheduled(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        backuped_at = backuped_session(ctx, s3_bucket)
+
+        decision = reconcile(ctx, SID, backuped_at + MIN)
+
+        assert decision.state == "backuped"
+        assert open_kinds(ctx) == set()
+        due = backuped_at + 5 * MIN
+        registry = ScheduledJobRegistry(queue=ctx.queue)  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+        assert reconcile_job_id(SID, due) in registry.get_job_ids()
+        assert ctx.redis.zscore(keys.active_recordings(), SID) == due
+
+    def test_files_missing_at_five_minutes_raise_a_critical_alert_saying_what_is_missing(
+        self,
+        ctx: WorkerContext,
+        s3_server: S3Server,
+        s3_bucket: str,
+    ):
+        backuped_at = backuped_session(ctx, s3_bucket)
+        put_recording(s3_server, s3_bucket, PLAYLISTS[0])  # one of two arrived
+
+        decision = reconcile(ctx, SID, backuped_at + 5 * MIN)
+
+        assert decision.state == "backuped"
+        (alert,) = ctx.alerts.for_session(SID)
+        assert (alert.kind, alert.severity, alert.state) == ("backup_not_uploaded", "critical",
+                                                             "open")  # fmt: skip
+        assert alert.cname == "class1024"
+        assert alert.evidence["missing"] == [f"recordings/{PLAYLISTS[1]}"]
+        assert alert.evidence["files"] == PLAYLISTS
+        assert "support" in alert.evidence["advice"]
+
+    def test_the_alert_resolves_when_the_files_appear_and_the_session_is_verified(
+        self,
+        ctx: WorkerContext,
+        s3_server: S3Server,
+        s3_bucket: str,
+    ):
+        backuped_at = backuped_session(ctx, s3_bucket)
+        reconcile(ctx, SID, backuped_at + 5 * MIN)
+        for playlist in PLAYLISTS:  # Agora's backup reaches the bucket, renamed
+            put_recording(s3_server, s3_bucket, playlist,
+                          name=playlist.replace(".m3u8", "_1749551700000_0.m3u8"))  # fmt: skip
+
+        decision = reconcile(ctx, SID, backuped_at + 10 * MIN)
+
+        assert decision.state == "verified"
+        (alert,) = ctx.alerts.for_session(SID)
+        assert alert.state == "resolved"
+        assert ctx.recordings.facts(SID).verified_ms == backuped_at + 10 * MIN
+        assert ctx.redis.zscore(keys.active_recordings(), SID) is None
+
+    def test_without_storage_credentials_the_alert_says_why(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx = replace(ctx, settings=replace(ctx.settings, storage_config_path=""))
+        backuped_at = backuped_session(ctx, s3_bucket)
+
+        reconcile(ctx, SID, backuped_at + 5 * MIN)
+
+        (alert,) = ctx.alerts.for_session(SID)
+        assert "STORAGE_CONFIG" in alert.evidence["reason"]
+
+    def test_a_stop_answering_backuped_starts_the_clock_at_the_stop(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "40_", 0, T0 + 1000)
+        stopped_at = T0 + 10 * MIN
+        ctx.recordings.record_stop(SID, StopCall(200, None, "backuped", tuple(PLAYLISTS), {},
+                                                 stopped_at))  # fmt: skip
+
+        reconcile(ctx, SID, stopped_at + MIN)
+        assert open_kinds(ctx) == set()
+        reconcile(ctx, SID, stopped_at + 5 * MIN)
+        assert open_kinds(ctx) == {"backup_not_uploaded"}
+
+
+class TestOtherRules:
+    def test_a_clean_upload_raises_nothing_and_ends_the_watch(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        for sequence, prefix in enumerate(["40_", "30_", "33_", "41_", "31_", "11_"]):
+            deliver(ctx, prefix, sequence, T0 + (sequence + 1) * MIN)
+        ctx.recordings.record_stop(SID, StopCall(200, None, "uploaded", (), {}, T0 + 7 * MIN))
+
+        decision = reconcile(ctx, SID, T0 + 8 * MIN)
+
+        assert decision.state == "uploaded"
+        assert ctx.alerts.for_session(SID) == []
+        assert ctx.redis.zscore(keys.active_recordings(), SID) is None
+
+    def test_a_stop_206_alerts_after_five_minutes_and_resolves_on_a_late_upload(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "40_", 0, T0 + 1000)
+        stopped_at = T0 + 10 * MIN
+        ctx.recordings.record_stop(SID, StopCall(206, 65, None, (), {"code": 65}, stopped_at))
+
+        reconcile(ctx, SID, stopped_at + 4 * MIN)
+        assert open_kinds(ctx) == set()
+        reconcile(ctx, SID, stopped_at + 5 * MIN)
+        assert open_kinds(ctx) == {"upload_status_unknown"}
+
+        deliver(ctx, "31_", 23, stopped_at + 6 * MIN)
+        reconcile(ctx, SID, stopped_at + 6 * MIN)
+        assert open_kinds(ctx) == set()
+
+    def test_a_start_without_recorder_events_alerts_at_two_minutes(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+
+        reconcile(ctx, SID, T0 + 2 * MIN)
+
+        assert open_kinds(ctx) == {"recorder_not_started"}
+        deliver(ctx, "40_", 0, T0 + 3 * MIN)
+        reconcile(ctx, SID, T0 + 3 * MIN)
+        assert open_kinds(ctx) == set()
+
+    def test_an_idle_exit_without_stop_is_recorded_as_exited_idle(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "40_", 0, T0 + 1000)
+        deliver(ctx, "11_", 5, T0 + 5 * MIN)
+
+        decision = reconcile(ctx, SID, T0 + 5 * MIN)
+
+        assert decision.state == "exited_idle"
+        assert ctx.recordings.facts(SID).state == "exited_idle"
+        assert ctx.alerts.for_session(SID) == []
+
+
+def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(
+    ctx: WorkerContext,
+    s3_bucket: str,
+):
+    ctx.recordings.record_start(SID, start(s3_bucket))
+    body = load_example("01_")
+    result = ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                                  received_ms=T0 + MIN)  # fmt: skip
+    enqueue_callback(ctx.queue, SID, body["noticeId"], result.entry_id)
+
+    SimpleWorker([ctx.queue], connection=ctx.redis, serializer=JSONSerializer).work(burst=True)
+
+    kinds = {a.kind: a for a in ctx.alerts.for_session(SID)}
+    assert kinds["recording_error"].evidence["errorCode"] == 47
+    assert ctx.redis.zcard(keys.pending_handoffs()) == 0
+    assert ctx.recordings.facts(SID).state in ("started", "recording")

@@ -1,0 +1,130 @@
+"""What the app did with a recording (start, stop) and the lifecycle states we derive.
+
+Vocabulary only: no I/O, no Flask. Agora's camelCase is read in webhook.schemas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["individual", "mix", "web"]
+UploadingStatus = Literal["uploaded", "backuped", "unknown"]
+
+# started -> recording -> stopped -> uploaded | backuped -> verified, plus the ends that
+# are not a clean upload.
+State = Literal[
+    "unknown",
+    "started",
+    "recording",
+    "stopped",
+    "uploaded",
+    "backuped",
+    "verified",
+    "exited",
+    "exited_idle",
+    "nothing_recorded",
+    "failed",
+]
+# States after which nothing more is expected from Agora; a backuped session stays active
+# until its files are verified.
+FINAL_STATES: frozenset[str] = frozenset(
+    {"verified", "uploaded", "exited", "exited_idle", "nothing_recorded", "failed"}
+)
+
+# Agora's stop answers 206 with one of these codes (FACTS §6.3).
+STOP_CODE_NOT_COMPLETED = 65
+STOP_CODE_NOTHING_RECORDED = 435
+
+# Keys whose values are credentials, wherever they appear in a request.
+SECRET_KEYS = frozenset({"accessKey", "secretKey", "stsToken", "token", "secret", "salt"})
+# What we keep of storageConfig: where the files go, never how to write there.
+STORAGE_KEYS_KEPT = frozenset({"vendor", "region", "bucket", "fileNamePrefix"})
+
+
+def scrub_secrets(value: Any) -> Any:
+    """A copy of a request (nested dicts and lists) without any credential."""
+    if isinstance(value, Mapping):
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in SECRET_KEYS:
+                continue
+            if key == "storageConfig" and isinstance(item, Mapping):
+                cleaned[key] = _storage_without_secrets(item)
+            else:
+                cleaned[key] = scrub_secrets(item)
+        return cleaned
+    if isinstance(value, list):
+        return [scrub_secrets(item) for item in value]
+    return value
+
+
+def _storage_without_secrets(storage: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in storage.items() if k in STORAGE_KEYS_KEPT}
+    params = storage.get("extensionParams")
+    if isinstance(params, Mapping) and "endpoint" in params:
+        kept["extensionParams"] = {"endpoint": params["endpoint"]}
+    return kept
+
+
+@dataclass(frozen=True)
+class StartCall:
+    """The app's start: what Agora was asked to record, and where to put the files."""
+
+    resource_id: str
+    cname: str
+    uid: str
+    mode: Mode
+    client_request: Mapping[str, Any]  # scrubbed of secrets
+    started_ms: int
+
+    @property
+    def storage(self) -> Mapping[str, Any]:
+        storage = self.client_request.get("storageConfig")
+        return storage if isinstance(storage, Mapping) else {}
+
+    @property
+    def max_idle_s(self) -> int:
+        """recordingConfig.maxIdleTime; Agora's default is 30 s."""
+        config = self.client_request.get("recordingConfig")
+        value = config.get("maxIdleTime") if isinstance(config, Mapping) else None
+        return value if isinstance(value, int) and value > 0 else 30
+
+
+@dataclass(frozen=True)
+class StopCall:
+    """The app's stop, as Agora answered it."""
+
+    http_status: int
+    code: int | None
+    uploading_status: UploadingStatus | None
+    file_names: tuple[str, ...]
+    response: Mapping[str, Any]  # scrubbed of secrets
+    stopped_ms: int
+
+    @property
+    def nothing_recorded(self) -> bool:
+        return self.http_status == 206 and self.code == STOP_CODE_NOTHING_RECORDED
+
+    @property
+    def upload_status_unknown(self) -> bool:
+        """206 (not 435) or uploadingStatus "unknown": Agora could not say where files went."""
+        if self.nothing_recorded:
+            return False
+        return self.http_status == 206 or self.uploading_status in (None, "unknown")
+
+
+@dataclass(frozen=True)
+class RecordingFacts:
+    """Everything reconciliation knows about a session besides its callbacks."""
+
+    sid: str
+    start: StartCall | None = None
+    stop: StopCall | None = None
+    state: State = "unknown"
+    state_ms: int | None = None
+    # First moment we knew the upload went to Agora's backup (callback or stop answer).
+    backuped_ms: int | None = None
+    verified_ms: int | None = None
+    verification: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,170 @@
+"""AlertStore: one alert per (session, kind), open -> acknowledged -> resolved."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import orjson
+from redis import Redis
+from redis.client import Pipeline
+
+from webhook.alerts import KINDS, Alert, AlertState, Severity, Transition, alert_id
+from webhook.store import keys
+
+STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
+MAX_DELIVERIES_KEPT = 10_000
+
+
+class AlertStore:
+    """Alerts in Redis; raise() and resolve() say which transition, if any, happened."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def raise_alert(
+        self,
+        *,
+        sid: str,
+        cname: str | None,
+        kind: str,
+        message: str,
+        evidence: Mapping[str, Any],
+        now_ms: int,
+        severity: Severity | None = None,
+    ) -> tuple[Alert, Transition | None]:
+        """Open the alert, or refresh its evidence if it is already open or acknowledged.
+
+        Returns the alert and "raised" when it was not active before (new or resolved)."""
+        identifier = alert_id(sid, kind)
+        key = keys.alert(identifier)
+        current = self.get(identifier)
+        fields: dict[Any, Any] = {  # redis-py types hset mappings narrowly
+            "message": message,
+            "evidence": orjson.dumps(evidence),
+            "updated_ms": now_ms,
+        }
+        transition: Transition | None = None
+        if current is None or current.state == "resolved":
+            transition = "raised"
+            fields |= {
+                "id": identifier,
+                "sid": sid,
+                "cname": cname or "",
+                "kind": kind,
+                "severity": severity or KINDS.get(kind, "warning"),
+                "state": "open",
+                "raised_ms": now_ms,
+                "acknowledged_ms": "",
+                "resolved_ms": "",
+            }
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        if transition:
+            self._index(pipe, identifier, "open", now_ms)
+            pipe.sadd(keys.session_alerts(sid), kind)
+        else:
+            assert current is not None  # noqa: S101  # narrowed by the branch above
+            pipe.zadd(keys.alerts_by_state(current.state), {identifier: now_ms})
+        pipe.execute()
+        alert = self.get(identifier)
+        assert alert is not None  # noqa: S101  # just written in one transaction
+        return alert, transition
+
+    def resolve(
+        self, sid: str, kind: str, *, now_ms: int, note: str
+    ) -> tuple[Alert, Transition] | None:
+        """Resolve the alert if it is active; None when there was nothing to resolve."""
+        identifier = alert_id(sid, kind)
+        current = self.get(identifier)
+        if current is None or current.state == "resolved":
+            return None
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.alert(identifier),
+            mapping={"state": "resolved", "resolved_ms": now_ms, "updated_ms": now_ms,
+                     "resolution": note},
+        )  # fmt: skip
+        self._index(pipe, identifier, "resolved", now_ms)
+        pipe.execute()
+        alert = self.get(identifier)
+        assert alert is not None  # noqa: S101  # just written
+        return alert, "resolved"
+
+    def acknowledge(self, identifier: str, *, now_ms: int) -> Alert | None:
+        """An operator has seen it; still active until its condition clears."""
+        current = self.get(identifier)
+        if current is None or current.state != "open":
+            return current
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            keys.alert(identifier),
+            mapping={"state": "acknowledged", "acknowledged_ms": now_ms, "updated_ms": now_ms},
+        )
+        self._index(pipe, identifier, "acknowledged", now_ms)
+        pipe.execute()
+        return self.get(identifier)
+
+    def _index(self, pipe: Pipeline, identifier: str, state: AlertState, now_ms: int) -> None:
+        for other in STATES:
+            if other != state:
+                pipe.zrem(keys.alerts_by_state(other), identifier)
+        pipe.zadd(keys.alerts_by_state(state), {identifier: now_ms})
+
+    def get(self, identifier: str) -> Alert | None:
+        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.alert(identifier)))
+        return _alert(data) if data else None
+
+    def for_session(self, sid: str) -> list[Alert]:
+        kinds = cast(set[bytes], self.redis.smembers(keys.session_alerts(sid)))
+        found = (self.get(alert_id(sid, kind.decode())) for kind in sorted(kinds))
+        return [a for a in found if a is not None]
+
+    def in_state(self, state: AlertState, limit: int = 100) -> list[Alert]:
+        ids = cast(list[bytes], self.redis.zrevrange(keys.alerts_by_state(state), 0, limit - 1))
+        found = (self.get(i.decode()) for i in ids)
+        return [a for a in found if a is not None]
+
+    def record_delivery(
+        self, identifier: str, sink: str, transition: Transition, *, ok: bool, detail: str,
+        now_ms: int,
+    ) -> None:  # fmt: skip
+        """Keep every delivery attempt, so failed deliveries are visible."""
+        self.redis.xadd(
+            keys.alert_deliveries(),
+            {"alert_id": identifier, "sink": sink, "transition": transition,
+             "ok": int(ok), "detail": detail, "at_ms": now_ms},
+            maxlen=MAX_DELIVERIES_KEPT,
+            approximate=True,
+        )  # fmt: skip
+
+    def deliveries(self, count: int = 100) -> list[dict[str, Any]]:
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            self.redis.xrevrange(keys.alert_deliveries(), count=count),
+        )
+        return [
+            {k.decode(): v.decode() for k, v in fields.items()} | {"id": entry_id.decode()}
+            for entry_id, fields in entries
+        ]
+
+
+def _optional_int(value: bytes | None) -> int | None:
+    return int(value) if value not in (None, b"") else None
+
+
+def _alert(data: Mapping[bytes, bytes]) -> Alert:
+    return Alert(
+        id=data[b"id"].decode(),
+        sid=data[b"sid"].decode(),
+        cname=data[b"cname"].decode() or None,
+        kind=data[b"kind"].decode(),
+        severity=data[b"severity"].decode(),  # type: ignore[arg-type]  # written from KINDS
+        message=data[b"message"].decode(),
+        state=data[b"state"].decode(),  # type: ignore[arg-type]  # written from STATES
+        raised_ms=int(data[b"raised_ms"]),
+        updated_ms=int(data[b"updated_ms"]),
+        evidence=orjson.loads(data[b"evidence"]),
+        acknowledged_ms=_optional_int(data.get(b"acknowledged_ms")),
+        resolved_ms=_optional_int(data.get(b"resolved_ms")),
+    )

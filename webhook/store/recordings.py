@@ -1,0 +1,192 @@
+"""RecordingStore: what the app did per session, and what reconciliation concluded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, cast
+
+import orjson
+from redis import Redis
+
+from webhook.recordings import RecordingFacts, StartCall, State, StopCall
+from webhook.store import keys
+
+# A session's call log is short (start, stop, a few queries); bounded all the same.
+MAX_CALLS_PER_SESSION = 1000
+
+
+def _json(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _int(value: bytes | None) -> int | None:
+    return int(value) if value not in (None, b"") else None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value not in (None, b"") else None
+
+
+class RecordingStore:
+    """Start and stop calls, the call log, lifecycle state and the sweep's schedule."""
+
+    def __init__(self, redis: Redis, *, retention: timedelta = timedelta(days=30)) -> None:
+        self.redis = redis
+        self.retention = retention
+
+    def record_start(self, sid: str, start: StartCall) -> bool:
+        """Remember the app's start; False when it was already known (a repeat)."""
+        key = keys.recording(sid)
+        if not self.redis.hsetnx(key, "resource_id", start.resource_id):
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "cname": start.cname,
+                "uid": start.uid,
+                "mode": start.mode,
+                "start_request": _json(start.client_request),
+                "started_ms": start.started_ms,
+            },
+        )
+        pipe.expire(key, self.retention)
+        pipe.zadd(keys.active_recordings(), {sid: start.started_ms}, nx=True)
+        self._log_call(pipe, sid, "start", start.started_ms, {"resourceId": start.resource_id})
+        pipe.execute()
+        return True
+
+    def record_stop(self, sid: str, stop: StopCall) -> bool:
+        """Remember Agora's answer to the app's stop; False when already known."""
+        key = keys.recording(sid)
+        if not self.redis.hsetnx(key, "stopped_ms", stop.stopped_ms):
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "stop_http_status": stop.http_status,
+                "stop_code": "" if stop.code is None else stop.code,
+                "stop_uploading_status": stop.uploading_status or "",
+                "stop_files": _json(list(stop.file_names)),
+                "stop_response": _json(stop.response),
+            },
+        )
+        pipe.expire(key, self.retention)
+        pipe.zadd(keys.active_recordings(), {sid: stop.stopped_ms}, nx=True)
+        self._log_call(pipe, sid, "stop", stop.stopped_ms, {"httpStatus": stop.http_status})
+        pipe.execute()
+        return True
+
+    def record_call(self, sid: str, endpoint: str, at_ms: int, summary: Mapping[str, Any]) -> None:
+        """Append one app call (request summary without secrets) to the session's call log."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._log_call(pipe, sid, endpoint, at_ms, summary)
+        pipe.execute()
+
+    def _log_call(
+        self, pipe: Any, sid: str, endpoint: str, at_ms: int, summary: Mapping[str, Any]
+    ) -> None:
+        pipe.xadd(
+            keys.calls(sid),
+            {"endpoint": endpoint, "at_ms": at_ms, "summary": _json(summary)},
+            maxlen=MAX_CALLS_PER_SESSION,
+            approximate=True,
+        )
+        pipe.expire(keys.calls(sid), self.retention)
+
+    def calls(self, sid: str) -> list[dict[str, Any]]:
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], self.redis.xrange(keys.calls(sid)))
+        return [
+            {
+                "endpoint": fields[b"endpoint"].decode(),
+                "at_ms": int(fields[b"at_ms"]),
+                "summary": orjson.loads(fields[b"summary"]),
+            }
+            for _, fields in entries
+        ]
+
+    def facts(self, sid: str) -> RecordingFacts:
+        """What we know about the session besides its callbacks (empty facts if nothing)."""
+        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.recording(sid)))
+        start = stop = None
+        if b"started_ms" in data:
+            start = StartCall(
+                resource_id=data[b"resource_id"].decode(),
+                cname=data[b"cname"].decode(),
+                uid=data[b"uid"].decode(),
+                mode=data[b"mode"].decode(),  # type: ignore[arg-type]  # validated on the way in
+                client_request=orjson.loads(data[b"start_request"]),
+                started_ms=int(data[b"started_ms"]),
+            )
+        if b"stop_http_status" in data:
+            stop = StopCall(
+                http_status=int(data[b"stop_http_status"]),
+                code=_int(data.get(b"stop_code")),
+                uploading_status=_text(data.get(b"stop_uploading_status")),  # type: ignore[arg-type]  # validated on the way in
+                file_names=tuple(orjson.loads(data[b"stop_files"])),
+                response=orjson.loads(data[b"stop_response"]),
+                stopped_ms=int(data[b"stopped_ms"]),
+            )
+        verification = data.get(b"verification")
+        return RecordingFacts(
+            sid=sid,
+            start=start,
+            stop=stop,
+            state=cast(State, _text(data.get(b"state")) or "unknown"),
+            state_ms=_int(data.get(b"state_ms")),
+            backuped_ms=_int(data.get(b"backuped_ms")),
+            verified_ms=_int(data.get(b"verified_ms")),
+            verification=orjson.loads(verification) if verification else {},
+        )
+
+    def set_state(self, sid: str, state: State, now_ms: int) -> bool:
+        """Record the lifecycle state; True when it changed."""
+        key = keys.recording(sid)
+        previous = self.redis.hget(key, "state")
+        if previous == state.encode():
+            return False
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"state": state, "state_ms": now_ms})
+        pipe.expire(key, self.retention)
+        pipe.execute()
+        return True
+
+    def mark_backuped(self, sid: str, at_ms: int) -> int:
+        """The first time we learned the upload went to Agora's backup (kept if earlier)."""
+        key = keys.recording(sid)
+        self.redis.hsetnx(key, "backuped_ms", at_ms)
+        self.redis.expire(key, self.retention)
+        return int(cast(bytes, self.redis.hget(key, "backuped_ms")))
+
+    def set_verification(
+        self, sid: str, *, verified_ms: int | None, details: Mapping[str, Any]
+    ) -> None:
+        key = keys.recording(sid)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, "verification", _json(details))
+        if verified_ms is not None:
+            pipe.hsetnx(key, "verified_ms", verified_ms)
+        pipe.expire(key, self.retention)
+        pipe.execute()
+
+    def schedule(self, sid: str, due_ms: int) -> None:
+        """When the sweep should look at the session next (reconciliation decides)."""
+        self.redis.zadd(keys.active_recordings(), {sid: due_ms})
+
+    def finish(self, sid: str) -> None:
+        """The session needs no more sweeping."""
+        self.redis.zrem(keys.active_recordings(), sid)
+
+    def due(self, now_ms: int, limit: int = 500) -> list[str]:
+        """Active sessions whose next look is due."""
+        sids = cast(
+            list[bytes],
+            self.redis.zrangebyscore(keys.active_recordings(), "-inf", now_ms, start=0, num=limit),
+        )
+        return [s.decode() for s in sids]
+
+    def track(self, sid: str, due_ms: int) -> None:
+        """Put a session seen only through callbacks under the sweep's eye."""
+        self.redis.zadd(keys.active_recordings(), {sid: due_ms}, nx=True)

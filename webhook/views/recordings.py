@@ -1,0 +1,71 @@
+"""The app's calls, forwarded by app servers: POST /api/v1/recordings and .../stop.
+
+Agora's own vocabulary, so an app server forwards what it already has. Both are
+idempotent: a repeat changes nothing and answers 200.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from webhook.errors import NotFoundError, PayloadError
+from webhook.extensions import current_queue, current_recordings
+from webhook.jobs import enqueue_reconcile
+from webhook.recordings import StartCall, StopCall, scrub_secrets
+from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA, read_stop_response
+from webhook.store import now_ms
+from webhook.views.auth import require_token
+
+bp = Blueprint("recordings", __name__, url_prefix="/api/v1/recordings")
+bp.before_request(require_token)
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise PayloadError("the body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+@bp.post("")
+def start_recording() -> ResponseReturnValue:
+    """The app started a recording: remember where its files go and what to expect."""
+    data = RECORDING_START_SCHEMA.load(_json_body())
+    start = StartCall(
+        resource_id=data["resource_id"],
+        cname=data["cname"],
+        uid=data["uid"],
+        mode=data["mode"],
+        client_request=scrub_secrets(data["client_request"]),
+        started_ms=now_ms(),
+    )
+    created = current_recordings().record_start(data["sid"], start)
+    if created:
+        enqueue_reconcile(current_queue(), data["sid"])
+    answer = {"sid": data["sid"], "result": "recorded" if created else "unchanged"}
+    return answer, 201 if created else 200
+
+
+@bp.post("/<sid>/stop")
+def stop_recording(sid: str) -> ResponseReturnValue:
+    """The app stopped a recording: what Agora answered decides what we wait for."""
+    data = RECORDING_STOP_SCHEMA.load(_json_body())
+    recordings = current_recordings()
+    if recordings.facts(sid).start is None:
+        raise NotFoundError(f"no recording {sid!r}: forward its start first")
+    code, uploading_status, files = read_stop_response(data["response"])
+    stop = StopCall(
+        http_status=data["http_status"],
+        code=code,
+        uploading_status=uploading_status,  # type: ignore[arg-type]  # one of the known values
+        file_names=files,
+        response=scrub_secrets(data["response"]),
+        stopped_ms=now_ms(),
+    )
+    recorded = recordings.record_stop(sid, stop)
+    if recorded:
+        enqueue_reconcile(current_queue(), sid)
+    return {"sid": sid, "result": "recorded" if recorded else "unchanged"}, 200

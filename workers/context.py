@@ -1,0 +1,101 @@
+"""What every job needs (settings, stores, queue, storage verifier, alert sinks), built once
+per worker process from the environment and the job's Redis connection."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue, get_current_job
+
+from webhook.config import Settings
+from webhook.jobs import callback_queue
+from webhook.recordings import RecordingFacts
+from webhook.store import CallbackStore, SessionSummary
+from webhook.store.alerts import AlertStore
+from webhook.store.recordings import RecordingStore
+from workers.lifecycle import Deadlines, Verification, file_names
+from workers.storage import StorageConfig, StorageLocation, StorageVerifier
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    settings: Settings
+    redis: Redis
+    callbacks: CallbackStore
+    recordings: RecordingStore
+    alerts: AlertStore
+    queue: Queue
+
+    def verify_storage(self, facts: RecordingFacts, summary: SessionSummary | None) -> Verification:
+        """Look for the session's files in the customer's bucket."""
+        names = file_names(facts, summary)
+        if facts.start is None:
+            return Verification(
+                False, reason="the app did not forward its start call, so the bucket is unknown"
+            )
+        if not names:
+            return Verification(False, reason="Agora gave no file list (callbacks or stop)")
+        bucket = facts.start.storage.get("bucket")
+        if not self.settings.storage_config_path:
+            return Verification(
+                False, reason=f"STORAGE_CONFIG is not set: no credentials for bucket {bucket!r}"
+            )
+        location = StorageLocation.from_storage_config(facts.start.storage)
+        result = storage_verifier(self.settings.storage_config_path).verify(location, names)
+        return Verification(result.verified, result.checked, result.missing, result.reason)
+
+    @property
+    def deadlines(self) -> Deadlines:
+        s = self.settings
+        return Deadlines(
+            backup=s.backup_deadline,
+            upload_status=s.upload_status_deadline,
+            recorder_start=s.recorder_start_deadline,
+            stale_margin=s.stale_margin,
+            backup_recheck=s.backup_recheck,
+            poll=s.query_interval,
+        )
+
+
+def build_context(settings: Settings, redis: Redis) -> WorkerContext:
+    return WorkerContext(
+        settings=settings,
+        redis=redis,
+        callbacks=CallbackStore(
+            redis, retention=settings.retention, dedupe_window=settings.dedupe_window
+        ),
+        recordings=RecordingStore(redis, retention=settings.retention),
+        alerts=AlertStore(redis),
+        queue=callback_queue(redis, settings.queue_name),
+    )
+
+
+@functools.cache
+def storage_verifier(config_path: str) -> StorageVerifier:
+    # One verifier (and its boto3 clients) per process and configuration file.
+    return StorageVerifier(StorageConfig.from_file(config_path))
+
+
+_configured: list[Settings] = []
+
+
+def configure(settings: Settings) -> None:
+    """The settings jobs run with: `python -m workers` passes the ones it parsed (tests
+    pass their own); otherwise the first job reads them from the environment."""
+    _configured[:] = [settings]
+
+
+def _settings() -> Settings:
+    if not _configured:
+        configure(Settings.from_env())
+    return _configured[0]
+
+
+def current_context() -> WorkerContext:
+    """The context for the job being run."""
+    job = get_current_job()
+    if job is None:  # pragma: no cover - RQ always runs jobs with a current job
+        raise RuntimeError("current_context() must be called inside an RQ job")
+    return build_context(_settings(), job.connection)

@@ -1,0 +1,303 @@
+"""The reconciliation rules, as pure functions of what we know and the time.
+
+Nothing here does I/O: reconcile.py loads the facts, asks assess(), then applies the
+answer (state, alerts to raise and resolve, when to look again). Every input is a set of
+facts, never an order of arrival, so the same facts always give the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from webhook.events import EventType
+from webhook.recordings import FINAL_STATES, RecordingFacts, State
+from webhook.store import SessionSummary
+
+START_EVENTS = (EventType.RECORDER_STARTED, EventType.UPLOADER_STARTED,
+                EventType.WEB_RECORDER_STARTED)  # fmt: skip
+ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD = ("failover", "upload_warning")
+CONTACT_SUPPORT = (
+    "Agora reports no event when a backup reaches your bucket. If the files do not appear, "
+    "contact Agora support (support@agora.io) with the sid and the file list."
+)
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    backup: timedelta
+    upload_status: timedelta
+    recorder_start: timedelta
+    stale_margin: timedelta
+    backup_recheck: timedelta
+    poll: timedelta
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the storage check found (see workers.storage)."""
+
+    verified: bool
+    checked: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    kind: str
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    state: State
+    raise_alerts: tuple[AlertSpec, ...] = ()
+    resolve_kinds: tuple[str, ...] = ()
+    # When reconciliation should look again; None: the session needs nothing more.
+    next_due_ms: int | None = None
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+def upload_status(facts: RecordingFacts, summary: SessionSummary | None) -> str | None:
+    """uploaded/backuped from the callbacks, else from the stop answer."""
+    if summary is not None and summary.upload_status:
+        return summary.upload_status
+    if facts.stop is not None and facts.stop.uploading_status in ("uploaded", "backuped"):
+        return facts.stop.uploading_status
+    return None
+
+
+def has_started(summary: SessionSummary | None) -> bool:
+    return summary is not None and any(summary.counts.get(t, 0) for t in START_EVENTS)
+
+
+def file_names(facts: RecordingFacts, summary: SessionSummary | None) -> tuple[str, ...]:
+    """The files Agora says it wrote: the callbacks' list, else the stop answer's."""
+    if summary is not None and summary.files:
+        return tuple(f.file_name for f in summary.files)
+    return facts.stop.file_names if facts.stop is not None else ()
+
+
+def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verified: bool) -> State:
+    """The lifecycle state the facts imply, whatever order they arrived in."""
+    status = upload_status(facts, summary)
+    exited = summary is not None and summary.counts.get(EventType.SESSION_EXIT, 0) > 0
+    if summary is not None and summary.upload_ok is False:
+        return "failed"
+    if status == "backuped":
+        return "verified" if verified else "backuped"
+    if status == "uploaded":
+        return "uploaded"
+    if facts.stop is not None and facts.stop.nothing_recorded:
+        return "nothing_recorded"
+    if exited and facts.stop is None:
+        return "exited_idle" if facts.start is not None else "exited"
+    if facts.stop is not None:
+        return "stopped"
+    if has_started(summary):
+        return "recording"
+    if facts.start is not None:
+        return "started"
+    return "unknown"
+
+
+def needs_storage_check(
+    facts: RecordingFacts, summary: SessionSummary | None, deadlines: Deadlines, now_ms: int
+) -> bool:
+    """Time to look in the customer's bucket: backuped, unverified, deadline passed."""
+    if upload_status(facts, summary) != "backuped" or facts.verified_ms is not None:
+        return False
+    return facts.backuped_ms is not None and now_ms >= facts.backuped_ms + _ms(deadlines.backup)
+
+
+def assess(
+    facts: RecordingFacts,
+    summary: SessionSummary | None,
+    deadlines: Deadlines,
+    now_ms: int,
+    verification: Verification | None = None,
+) -> Assessment:
+    """Apply every rule; the caller has run the storage check when needs_storage_check()."""
+    verified = facts.verified_ms is not None or bool(verification and verification.verified)
+    state = derive_state(facts, summary, verified=verified)
+    raised: list[AlertSpec] = []
+    resolved: list[str] = []
+    due: list[int] = []
+    cname = (summary.cname if summary else None) or (facts.start.cname if facts.start else None)
+    files = file_names(facts, summary)
+
+    # 1. backuped: the files must reach the customer's bucket within the deadline.
+    if upload_status(facts, summary) == "backuped" and facts.backuped_ms is not None:
+        deadline = facts.backuped_ms + _ms(deadlines.backup)
+        if verified:
+            resolved.append("backup_not_uploaded")
+        elif now_ms >= deadline:
+            checked = verification or Verification(False, reason="not checked yet")
+            raised.append(AlertSpec(
+                "backup_not_uploaded",
+                f"Recording {facts.sid} ({cname}) went to Agora's backup and its files are "
+                f"not in your storage {int(deadlines.backup.total_seconds())} s later: "
+                + (checked.reason or f"{len(checked.missing)} object(s) missing"),
+                {"files": list(files), "missing": list(checked.missing),
+                 "checked": list(checked.checked), "reason": checked.reason,
+                 "backuped_ms": facts.backuped_ms, "advice": CONTACT_SUPPORT},
+            ))  # fmt: skip
+            due.append(now_ms + _ms(deadlines.backup_recheck))
+        else:
+            due.append(deadline)
+
+    # 2. stop could not say where the upload went, and no callback said it since.
+    stop = facts.stop
+    if stop is not None and stop.nothing_recorded:
+        raised.append(AlertSpec(
+            "nothing_recorded",
+            f"Agora recorded nothing for {facts.sid} ({cname}): stop answered 206 code 435, "
+            "nobody published a stream.",
+            {"http_status": stop.http_status, "code": stop.code},
+        ))  # fmt: skip
+    elif stop is not None and stop.upload_status_unknown:
+        deadline = stop.stopped_ms + _ms(deadlines.upload_status)
+        if upload_status(facts, summary) is not None:
+            resolved.append("upload_status_unknown")
+        elif now_ms >= deadline:
+            raised.append(AlertSpec(
+                "upload_status_unknown",
+                f"Stop of {facts.sid} ({cname}) answered {stop.http_status} "
+                f"(uploadingStatus {stop.uploading_status or 'absent'}) and neither uploaded "
+                f"nor backuped arrived within {int(deadlines.upload_status.total_seconds())} s.",
+                {"http_status": stop.http_status, "code": stop.code,
+                 "uploading_status": stop.uploading_status},
+            ))  # fmt: skip
+        else:
+            due.append(deadline)
+
+    # 3. started, but the recorder never said so.
+    if facts.start is not None and not has_started(summary) and state == "started":
+        deadline = facts.start.started_ms + _ms(deadlines.recorder_start)
+        if now_ms >= deadline:
+            raised.append(AlertSpec(
+                "recorder_not_started",
+                f"Recording {facts.sid} ({cname}) was started but no recorder or uploader "
+                f"start event arrived within {int(deadlines.recorder_start.total_seconds())} s.",
+                {"started_ms": facts.start.started_ms, "resource_id": facts.start.resource_id},
+            ))  # fmt: skip
+        else:
+            due.append(deadline)
+    elif has_started(summary) or facts.stop is not None:
+        resolved.append("recorder_not_started")
+
+    # 7. an active session gone silent.
+    if state in ("started", "recording"):
+        max_idle_s = facts.start.max_idle_s if facts.start else 30
+        last = max(
+            summary.last_seen_ms if summary else 0,
+            facts.start.started_ms if facts.start else 0,
+        )
+        deadline = last + max_idle_s * 1000 + _ms(deadlines.stale_margin)
+        if now_ms >= deadline:
+            raised.append(AlertSpec(
+                "stale_session",
+                f"Recording {facts.sid} ({cname}) has been silent since {last} ms "
+                f"(maxIdleTime {max_idle_s} s plus margin).",
+                {"last_activity_ms": last, "max_idle_s": max_idle_s},
+            ))  # fmt: skip
+            due.append(now_ms + _ms(deadlines.poll))
+        else:
+            due.append(deadline)
+    else:
+        resolved.append("stale_session")
+
+    # 8. an upload Agora itself calls failed, and a stop file list the callbacks contradict.
+    if summary is not None and summary.upload_ok is False:
+        raised.append(AlertSpec(
+            "upload_failed",
+            f"Agora reported {summary.upload_status} with a non-zero status for {facts.sid}.",
+            {"upload_status": summary.upload_status, "files": list(files)},
+        ))  # fmt: skip
+    callback_files = {f.file_name for f in summary.files} if summary else set()
+    stop_files = set(stop.file_names) if stop is not None else set()
+    if callback_files and stop_files and not stop_files <= callback_files:
+        raised.append(AlertSpec(
+            "file_list_mismatch",
+            f"Stop of {facts.sid} lists files the upload callbacks do not.",
+            {"only_in_stop": sorted(stop_files - callback_files),
+             "only_in_callbacks": sorted(callback_files - stop_files)},
+        ))  # fmt: skip
+
+    if state in ("verified", "uploaded"):
+        resolved.extend(ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD)
+
+    raised_kinds = {a.kind for a in raised}
+    final = state in FINAL_STATES and not due
+    return Assessment(
+        state=state,
+        raise_alerts=tuple(raised),
+        resolve_kinds=tuple(k for k in dict.fromkeys(resolved) if k not in raised_kinds),
+        next_due_ms=None if final else min(due, default=now_ms + _ms(deadlines.poll)),
+    )
+
+
+# Rule 4: events that are alerts by themselves.
+WARN_SLICE_TO_BACKUP = 32
+MODULE_UPLOADER = 1
+WEB_STOP_CODES_OK = (0, 1)  # ok, max_recording_hour
+
+
+def alerts_for_event(
+    event_type: int, details: Mapping[str, Any], sid: str
+) -> tuple[AlertSpec, ...]:
+    """Alerts a single callback raises, whatever else is known about its session."""
+    if event_type == EventType.CLOUD_RECORDING_ERROR:
+        return (AlertSpec(
+            "recording_error",
+            f"Agora error {details.get('errorCode')} in module {details.get('module')} "
+            f"(level {details.get('errorLevel')}) for {sid}: {details.get('errorMsg', '')}",
+            {k: details.get(k) for k in ("module", "errorLevel", "errorCode", "stat", "errorMsg")},
+        ),)  # fmt: skip
+    if (
+        event_type == EventType.CLOUD_RECORDING_WARNING
+        and details.get("module") == MODULE_UPLOADER
+        and details.get("warnCode") == WARN_SLICE_TO_BACKUP
+    ):
+        return (AlertSpec(
+            "upload_warning",
+            f"Agora's uploader sent a slice of {sid} to Agora Cloud Backup (warning 32): your "
+            "storage refused or timed out; expect a backuped upload.",
+            {"module": details.get("module"), "warnCode": details.get("warnCode")},
+        ),)  # fmt: skip
+    if event_type == EventType.DOWNLOAD_FAILED:
+        return (AlertSpec(
+            "download_failed",
+            f"Agora could not download {sid}'s files from your storage for transcoding.",
+            {k: details.get(k) for k in ("vendor", "region", "bucket", "fileName")},
+        ),)  # fmt: skip
+    if event_type == EventType.SESSION_FAILOVER:
+        return (AlertSpec(
+            "failover",
+            f"Agora moved recording {sid} to another server (new uid {details.get('newUid')}). "
+            "REST calls may answer 404 for up to 90 s; new files get a bak<n>_ prefix.",
+            {"newUid": details.get("newUid")},
+        ),)  # fmt: skip
+    if (
+        event_type == EventType.WEB_RECORDER_STOPPED
+        and details.get("code") not in WEB_STOP_CODES_OK
+    ):
+        return (AlertSpec(
+            "recording_error",
+            f"Web recording {sid} stopped: {details.get('message')} ({details.get('code')}).",
+            {k: details.get(k) for k in ("code", "message", "details")},
+        ),)  # fmt: skip
+    if event_type == EventType.WEB_RECORDER_CAPABILITY_LIMIT:
+        return (AlertSpec(
+            "recording_error",
+            f"Web recording {sid} hit a capability limit ({details.get('limitType')}) and stopped.",
+            {"limitType": details.get("limitType")},
+        ),)  # fmt: skip
+    return ()

@@ -1,0 +1,160 @@
+"""Reconciliation: compare what the app did with what Agora said, raise and resolve alerts.
+
+RQ entry points are thin: reconcile_session(sid) and sweep_active_sessions(). The work is
+reconcile(ctx, sid, now_ms), which loads the facts, asks workers.lifecycle.assess() and
+applies its answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.exceptions import LockError
+from rq.exceptions import DuplicateJobError
+
+from webhook.jobs import JOB_RETRY, JOB_TIMEOUT_S, RECONCILE_SESSION, reconcile_job_id
+from webhook.store import keys, now_ms
+from workers.context import WorkerContext, current_context
+from workers.lifecycle import Assessment, assess, needs_storage_check, upload_status
+from workers.notify import announce
+
+logger = logging.getLogger(__name__)
+
+SWEEP_JOB_ID = "sweep-active-sessions"
+SWEEP = "workers.reconcile.sweep_active_sessions"
+# A job holding a session's lock longer than this has died; the lock then lapses.
+LOCK_TIMEOUT_S = JOB_TIMEOUT_S
+
+
+class SessionBusyError(Exception):
+    """Another job holds the session; RQ retries this one shortly."""
+
+
+@contextmanager
+def session_lock(redis: Redis, sid: str) -> Iterator[None]:
+    """Jobs for one session never interleave: the second waits briefly, then retries."""
+    lock = redis.lock(keys.session_lock(sid), timeout=LOCK_TIMEOUT_S, blocking_timeout=5)
+    if not lock.acquire():
+        raise SessionBusyError(sid)
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            logger.warning("session lock lapsed before release", extra={"sid": sid})
+
+
+def reconcile_session(sid: str) -> str:
+    """RQ entry point: thin on purpose."""
+    ctx = current_context()
+    with session_lock(ctx.redis, sid):
+        return reconcile(ctx, sid, now_ms()).state
+
+
+def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
+    """Derive the session's state, raise and resolve its alerts, schedule the next look."""
+    facts = ctx.recordings.facts(sid)
+    summary = ctx.callbacks.session(sid)
+    if facts.start is None and summary is None:
+        ctx.recordings.finish(sid)  # expired, or never ours
+        return Assessment(state="unknown")
+    if upload_status(facts, summary) == "backuped" and facts.backuped_ms is None:
+        stop = facts.stop
+        from_stop = stop.stopped_ms if stop and stop.uploading_status == "backuped" else now
+        ctx.recordings.mark_backuped(sid, min(from_stop, now))
+        facts = ctx.recordings.facts(sid)
+    verification = None
+    if needs_storage_check(facts, summary, ctx.deadlines, now):
+        verification = ctx.verify_storage(facts, summary)
+        ctx.recordings.set_verification(
+            sid,
+            verified_ms=now if verification.verified else None,
+            details={"verified": verification.verified, "checked": list(verification.checked),
+                     "missing": list(verification.missing), "reason": verification.reason,
+                     "at_ms": now},
+        )  # fmt: skip
+    assessment = assess(facts, summary, ctx.deadlines, now, verification)
+    apply(ctx, sid, assessment, now, cname=(summary.cname if summary else None)
+          or (facts.start.cname if facts.start else None))  # fmt: skip
+    return assessment
+
+
+def apply(
+    ctx: WorkerContext, sid: str, assessment: Assessment, now: int, cname: str | None
+) -> None:
+    if ctx.recordings.set_state(sid, assessment.state, now):
+        logger.info("session state", extra={"sid": sid, "state": assessment.state})
+    for spec in assessment.raise_alerts:
+        alert, transition = ctx.alerts.raise_alert(
+            sid=sid, cname=cname, kind=spec.kind, message=spec.message,
+            evidence=spec.evidence, now_ms=now,
+        )  # fmt: skip
+        if transition:
+            announce(ctx, alert, transition)
+    for kind in assessment.resolve_kinds:
+        resolved = ctx.alerts.resolve(sid, kind, now_ms=now, note=f"cleared: {assessment.state}")
+        if resolved:
+            announce(ctx, *resolved)
+    if assessment.next_due_ms is None:
+        ctx.recordings.finish(sid)
+        return
+    ctx.recordings.schedule(sid, assessment.next_due_ms)
+    schedule_check(ctx, sid, assessment.next_due_ms)
+
+
+def schedule_check(ctx: WorkerContext, sid: str, due_ms: int) -> None:
+    """An RQ scheduled job at the due time (kept in Redis: a worker restart loses none)."""
+    with contextlib.suppress(DuplicateJobError):
+        ctx.queue.enqueue_at(
+            datetime.fromtimestamp(due_ms / 1000, tz=UTC),
+            RECONCILE_SESSION,
+            sid,
+            job_id=reconcile_job_id(sid, due_ms),
+            unique=True,
+            job_timeout=JOB_TIMEOUT_S,
+            retry=JOB_RETRY,
+            result_ttl=60,
+            description=f"check {sid}",
+        )
+
+
+def sweep_active_sessions() -> int:
+    """RQ entry point, every sweep interval: look at every active session that is due.
+
+    It schedules its own next run first, so one failed sweep never ends the chain."""
+    ctx = current_context()
+    schedule_sweep(ctx, now_ms() + int(ctx.settings.sweep_interval.total_seconds() * 1000))
+    due = ctx.recordings.due(now_ms())
+    for sid in due:
+        try:
+            with session_lock(ctx.redis, sid):
+                reconcile(ctx, sid, now_ms())
+        except SessionBusyError:
+            continue  # the job holding it reconciles it
+    return len(due)
+
+
+def schedule_sweep(ctx: WorkerContext, at_ms: int) -> None:
+    # One sweep per interval slot: concurrent workers seeding it produce one job.
+    slot = at_ms // int(ctx.settings.sweep_interval.total_seconds() * 1000)
+    with contextlib.suppress(DuplicateJobError):
+        ctx.queue.enqueue_at(
+            datetime.fromtimestamp(at_ms / 1000, tz=UTC),
+            SWEEP,
+            job_id=f"{SWEEP_JOB_ID}-{slot}",
+            unique=True,
+            job_timeout=max(JOB_TIMEOUT_S, 300),
+            result_ttl=60,
+            description="sweep active sessions",
+        )
+
+
+def seed_sweep(ctx: WorkerContext) -> None:
+    """Called at worker start: make sure a sweep is scheduled."""
+    schedule_sweep(ctx, now_ms() + 1000)
