@@ -48,8 +48,9 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## Throughput, latency, ledger and memory against the durable floor
+bench: install ## Ingestion vs the durable floor, then reconciliation throughput and latency
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.reconcile
 
 clean: ## Remove the venv, local Redis data and caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -23,6 +23,7 @@ class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     answers: dict[str, bytes] = field(default_factory=dict)  # noticeId -> response body
+    answered_at: dict[str, float] = field(default_factory=dict)  # noticeId -> epoch seconds
     errors: int = 0
 
     @property
@@ -87,8 +88,9 @@ async def _send(conn: _Connection, request: PreparedRequest, result: LoadResult,
         return
     result.latencies_s.append(time.perf_counter() - t0)
     result.statuses[status] += 1
-    if status == 200:
+    if status in (200, 201):
         result.answers[request.notice_id] = body
+        result.answered_at[request.notice_id] = time.time()
 
 
 async def closed_loop(

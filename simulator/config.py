@@ -28,6 +28,9 @@ class SimulatorConfig:
     retry_intervals_s: tuple[float, ...] = RETRY_INTERVALS_S
     delivery_timeout_s: float = 10.0  # NCS waits 10 s for the 200; not scaled
     stop_timeout_s: float = 20.0  # synchronous stop answers 206/65 past this; not scaled
+    # After session_exit a stop still gets 400 code 49 ("already exiting") for this long (Agora
+    # seconds), then 404 "failed to find worker". Agora documents both answers, not the switch.
+    forget_after_s: float = 120.0
     seed: int | None = None
 
     def __post_init__(self) -> None:

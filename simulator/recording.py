@@ -50,7 +50,7 @@ SERVICE_UPLOADER: Final = 2
 SERVICE_WEB_RECORDER: Final = 6
 # recorder_leave leaveCode bits
 LEAVE_INIT_FAILED: Final = 0
-LEAVE_SIGNAL: Final = 2
+LEAVE_SIGNAL: Final = 2  # Agora does not say which bit a stop sets: SIGINT is our reading
 LEAVE_NO_USERS: Final = 4
 # query's serverResponse.status (FACTS.md section 3)
 STATUS_INITIALISED: Final = 1
@@ -148,6 +148,7 @@ class Recording:
         self._recording_since: float | None = None  # monotonic, at the first slice
         self._slice_start_ms = 0
         self._final_files: RecordingFiles | None = None
+        self._exited_at: float | None = None  # monotonic
         self.outcome: Future[StopOutcome] = Future()
         self._thread = threading.Thread(
             target=self._run, name=f"simulator-recording-{task.sid[:8]}", daemon=True
@@ -162,6 +163,12 @@ class Recording:
     def status(self) -> int:
         with self._lock:
             return self._status
+
+    def exited_for_s(self) -> float | None:
+        """Real seconds since session_exit; None while the session lasts."""
+        with self._lock:
+            exited_at = self._exited_at
+        return None if exited_at is None else time.monotonic() - exited_at
 
     @property
     def faults(self) -> Faults:
@@ -227,7 +234,7 @@ class Recording:
         if not self._pause(0.1):
             return False
         self._emit(30, SERVICE_UPLOADER, {"msgName": "uploader_started", "status": 0})
-        if faults.has(NOTHING_RECORDED) or not self._pause(1.0):
+        if faults.has(RECORDER_ERROR) or faults.has(NOTHING_RECORDED) or not self._pause(1.0):
             return not self._shutdown.is_set()
         publishers = self.task.publishers(faults, self._config.publishers)
         for uid in publishers:
@@ -369,6 +376,7 @@ class Recording:
         )
         with self._lock:
             self._phase = Phase.EXITED
+            self._exited_at = time.monotonic()
             if self._status != STATUS_ABNORMAL_EXIT:
                 self._status = STATUS_SERVICE_STOPPED
         self._notifier.flush(self.task.sid)
@@ -414,13 +422,12 @@ class Recording:
         task = self.task
         if task.mode == "individual":
             publishers = task.publishers(self.faults, self._config.publishers)
-            return RecordingFiles(
-                tuple(
-                    individual_playlist(task.sid, task.cname, uid, track, start_ms, duration_s)
-                    for uid in publishers
-                    for track in task.tracks
-                )
+            playlists = tuple(
+                individual_playlist(task.sid, task.cname, uid, track, start_ms, duration_s)
+                for uid in publishers
+                for track in task.tracks
             )
+            return RecordingFiles(playlists) if playlists else None  # no publisher, no file
         cname = web_safe_cname(task.cname) if task.is_web else task.cname
         playlist = composite_playlist(
             task.sid, cname, self._composite_track(), start_ms, duration_s

@@ -199,6 +199,11 @@ class CloudRecordingService:
             recording = self._recordings.get(sid)
         if recording is None or recording.task.resource_id != resource_id:
             raise worker_not_found()
+        exited_for_s = recording.exited_for_s()
+        if exited_for_s is not None and exited_for_s > self.config.scaled(
+            self.config.forget_after_s
+        ):
+            raise worker_not_found()
         if recording.task.mode != mode:
             raise invalid_parameters(f"this task records in {recording.task.mode} mode")
         return recording

@@ -29,17 +29,16 @@ SECRET_KEYS: Final[frozenset[str]] = frozenset(
     {"accesskey", "secretkey", "ststoken", "token", "secret", "salt"}
 )
 # The only storageConfig fields worth keeping: where the files go, never how to get in.
-STORAGE_KEPT_KEYS: Final[frozenset[str]] = frozenset(
-    {"vendor", "region", "bucket", "fileNamePrefix"}
-)
+STORAGE_KEPT_KEYS: Final = ("vendor", "region", "bucket", "fileNamePrefix")
 RESPONSE_TEXT_LIMIT: Final = 1000
+# A synchronous stop answers only once the upload is done, which Agora expects within 20 s:
+# reading it with the ordinary timeout would turn a slow success into a retried stop (-> 49).
+SYNC_STOP_READ_TIMEOUT_S: Final = 30.0
 RETRY_AFTER_CAP_S: Final = 60.0
 
 CODE_INVALID_PARAMETERS: Final = 2
-CODE_ALREADY_STARTED: Final = 7
 CODE_INVALID_OPERATION: Final = 49
 CODE_TASK_CONFLICT: Final = 53
-CODE_REQUEST_TIMEOUT: Final = 62
 CODE_REQUEST_NOT_COMPLETED: Final = 65
 CODE_NO_RECORDED_DATA: Final = 435
 
@@ -148,7 +147,7 @@ class InvalidParametersError(AgoraError):
 
 
 # The errors worth another attempt, per endpoint. acquire has no documented 206/65; stop's
-# 206/435 is an answer (nothing recorded), not an error, so it never reaches this table.
+# other 206s (435 nothing recorded, legacy readings) are answers and never reach this table.
 RETRIED_ERRORS: Final[dict[Endpoint, tuple[type[AgoraError], ...]]] = {
     "acquire": (AgoraConnectionError, AgoraServerError, AgoraRateLimitedError),
     **{
@@ -213,6 +212,8 @@ class StopResult:
     http_status 206, code 435: nothing was recorded (nobody published); not an error.
     http_status 206, code 65: still "request not completed" after every retry. The task was
     probably told to stop; its upload status is unknown, so callbacks and storage decide.
+    http_status 206, any other code: the legacy readings (some files went to Agora Cloud
+    Backup, or the recording is not over yet); uploading_status says what Agora reported.
     """
 
     http_status: int
@@ -289,6 +290,43 @@ def _redact_storage(storage: Any) -> Any:
     if endpoint is not None:
         kept["extensionParams"] = {"endpoint": endpoint}
     return kept
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One logical call, repeated on each attempt; `summary` is the body with secrets removed."""
+
+    endpoint: Endpoint
+    method: str
+    path: str
+    body: Mapping[str, Any] | None
+    summary: Mapping[str, Any] | None
+    resource_id: str | None
+    sid: str | None
+    timeout: tuple[float, float]  # (connect, read), as requests takes it
+
+    def record(
+        self,
+        attempt: int,
+        duration_ms: float,
+        *,
+        http_status: int | None = None,
+        response: Any = None,
+        error: str | None = None,
+    ) -> CallRecord:
+        return CallRecord(
+            endpoint=self.endpoint,
+            method=self.method,
+            path=self.path,
+            resource_id=self.resource_id or _str_or_none(response, "resourceId"),
+            sid=self.sid or _str_or_none(response, "sid"),
+            request=self.summary,
+            http_status=http_status,
+            response=response,
+            duration_ms=duration_ms,
+            attempt=attempt,
+            error=error,
+        )
 
 
 @dataclass(frozen=True)
@@ -423,14 +461,28 @@ class AgoraClient:
     ) -> StopResult:
         """Stop recording. 206 answers are results (see StopResult), not errors.
 
+        A synchronous stop is read with at least SYNC_STOP_READ_TIMEOUT_S.
+
         Raises:
-            InvalidOperationError: 400 code 49, the task is already exiting.
+            InvalidOperationError: 400 code 49, the task is already exiting; with attempt > 1
+                most likely because our own earlier attempt got through.
             AgoraNotFoundError: 404, the task is gone.
         """
         path = f"{self._task_path(resource_id, sid, mode)}/stop"
         body = {"cname": cname, "uid": uid, "clientRequest": {"async_stop": async_stop}}
+        read_timeout_s = (
+            self.timeout_s if async_stop else max(self.timeout_s, SYNC_STOP_READ_TIMEOUT_S)
+        )
         try:
-            answer = self._exchange("stop", "POST", path, body, resource_id=resource_id, sid=sid)
+            answer = self._exchange(
+                "stop",
+                "POST",
+                path,
+                body,
+                resource_id=resource_id,
+                sid=sid,
+                read_timeout_s=read_timeout_s,
+            )
         except RequestNotCompletedError as err:
             # Agora got the stop but could not confirm it in time, even after retries: report
             # that as a result so the caller records "stop sent, upload status unknown".
@@ -461,14 +513,21 @@ class AgoraClient:
         *,
         resource_id: str | None = None,
         sid: str | None = None,
+        read_timeout_s: float | None = None,
     ) -> _Answer:
-        full_path = f"/v1/apps/{_segment(self.app_id)}/cloud_recording{path}"
-        request_summary = redact(body) if body is not None else None
+        call = _Request(
+            endpoint=endpoint,
+            method=method,
+            path=f"/v1/apps/{_segment(self.app_id)}/cloud_recording{path}",
+            body=body,
+            summary=redact(body) if body is not None else None,
+            resource_id=resource_id,
+            sid=sid,
+            timeout=(self.timeout_s, read_timeout_s or self.timeout_s),
+        )
         for attempt in range(1, self.max_attempts + 1):
             try:
-                answer = self._attempt(
-                    endpoint, method, full_path, body, request_summary, resource_id, sid, attempt
-                )
+                answer = self._attempt(call, attempt)
                 error = _error_for(endpoint, answer, attempt)
             except AgoraConnectionError as err:
                 error = err
@@ -491,25 +550,15 @@ class AgoraClient:
             self._sleep(delay_s)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _attempt(
-        self,
-        endpoint: Endpoint,
-        method: str,
-        path: str,
-        body: Mapping[str, Any] | None,
-        request_summary: Mapping[str, Any] | None,
-        resource_id: str | None,
-        sid: str | None,
-        attempt: int,
-    ) -> _Answer:
+    def _attempt(self, call: _Request, attempt: int) -> _Answer:
         started = time.monotonic()
         try:
             response = self._session.request(
-                method,
-                self.base_url + path,
-                json=body,
+                call.method,
+                self.base_url + call.path,
+                json=call.body,
                 auth=self._auth,
-                timeout=self.timeout_s,
+                timeout=call.timeout,
                 headers={"Accept": "application/json"},
             )
         except (
@@ -518,53 +567,31 @@ class AgoraClient:
             requests.exceptions.ChunkedEncodingError,
         ) as exc:
             failure = type(exc).__name__
-            self._report(
-                CallRecord(
-                    endpoint=endpoint,
-                    method=method,
-                    path=path,
-                    resource_id=resource_id,
-                    sid=sid,
-                    request=request_summary,
-                    http_status=None,
-                    response=None,
-                    duration_ms=_elapsed_ms(started),
-                    attempt=attempt,
-                    error=failure,
-                )
-            )
+            self._report(call.record(attempt, _elapsed_ms(started), error=failure))
             # "from None": the requests exception holds the prepared request and its
             # Authorization header, which must not travel with our error.
             raise AgoraConnectionError(
-                f"{endpoint}: no answer from Agora ({failure})", endpoint=endpoint, attempt=attempt
+                f"{call.endpoint}: no answer from Agora ({failure})",
+                endpoint=call.endpoint,
+                attempt=attempt,
             ) from None
         duration_ms = _elapsed_ms(started)
         parsed = _json_object(response)
         summary: Any = redact(parsed) if parsed is not None else _truncated(response.text)
-        self._report(
-            CallRecord(
-                endpoint=endpoint,
-                method=method,
-                path=path,
-                resource_id=resource_id or _str_or_none(summary, "resourceId"),
-                sid=sid or _str_or_none(summary, "sid"),
-                request=request_summary,
-                http_status=response.status_code,
-                response=summary,
-                duration_ms=duration_ms,
-                attempt=attempt,
-            )
+        record = call.record(
+            attempt, duration_ms, http_status=response.status_code, response=summary
         )
+        self._report(record)
         logger.info(
             "agora %s answered %d",
-            endpoint,
+            call.endpoint,
             response.status_code,
             extra={
-                "agora_endpoint": endpoint,
+                "agora_endpoint": call.endpoint,
                 "http_status": response.status_code,
                 "attempt": attempt,
                 "duration_ms": round(duration_ms, 1),
-                "sid": sid,
+                "sid": record.sid,
             },
         )
         return _Answer(
@@ -583,8 +610,10 @@ def _error_for(endpoint: Endpoint, answer: _Answer, attempt: int) -> AgoraError 
     """The typed error for an answer, or None when the answer is a result."""
     status, body = answer.http_status, answer.body
     code = _int_or_none(body.get("code"))
-    if status == 200 or (endpoint == "stop" and status == 206 and code == CODE_NO_RECORDED_DATA):
-        return None
+    if status == 200 or (
+        endpoint == "stop" and status == 206 and code != CODE_REQUEST_NOT_COMPLETED
+    ):
+        return None  # stop's other 206s (435, legacy backup / not over yet) are answers
     detail = body.get("reason") or body.get("message")
     detail_text = detail if isinstance(detail, str) else None
     message = f"{endpoint}: HTTP {status}" + (f" code {code}" if code is not None else "")

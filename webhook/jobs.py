@@ -22,9 +22,10 @@ logger = logging.getLogger(__name__)
 PROCESS_CALLBACK = "workers.callbacks.process_callback"
 RECONCILE_SESSION = "workers.reconcile.reconcile_session"
 
-# Long enough for the reconciliation checks that follow a callback (a storage check
-# included).
-JOB_TIMEOUT_S = 120
+# Long enough for the reconciliation that follows a callback, a storage check included.
+# It also bounds how long a dead in-process worker's job waits to be taken over: RQ
+# counts it abandoned after timeout + 60 s without a heartbeat.
+JOB_TIMEOUT_S = 60
 # Transient failures (Redis blip, storage timeout, a busy session) and jobs whose worker
 # died (RQ retries abandoned jobs that have retries left) are run again with backoff.
 JOB_RETRY = Retry(max=5, interval=[1, 5, 15, 60, 120])

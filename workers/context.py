@@ -42,7 +42,10 @@ class WorkerContext:
             return Verification(
                 False, reason=f"STORAGE_CONFIG is not set: no credentials for bucket {bucket!r}"
             )
-        location = StorageLocation.from_storage_config(facts.start.storage)
+        try:
+            location = StorageLocation.from_storage_config(facts.start.storage)
+        except ValueError as err:
+            return Verification(False, reason=f"the start call's storageConfig is unusable: {err}")
         result = storage_verifier(self.settings.storage_config_path).verify(location, names)
         return Verification(result.verified, result.checked, result.missing, result.reason)
 

@@ -189,6 +189,19 @@ def test_stopping_twice_raises_invalid_operation(client: AgoraClient) -> None:
     assert (caught.value.http_status, caught.value.code) == (400, 49)
 
 
+def test_stop_once_the_task_is_forgotten_raises_not_found(
+    client: AgoraClient, simulator: SimulatorServer
+) -> None:
+    resource_id, sid = start_recording(client)
+    client.stop(resource_id, sid, "individual", CNAME, UID)
+    config = simulator.service.config
+    assert simulator.service.wait_until_idle(5.0)
+    time.sleep(config.scaled(config.forget_after_s) + 0.02)
+
+    with pytest.raises(AgoraNotFoundError):
+        client.stop(resource_id, sid, "individual", CNAME, UID)
+
+
 def test_query_after_stop_raises_not_found(client: AgoraClient) -> None:
     resource_id, sid = start_recording(client)
     client.stop(resource_id, sid, "individual", CNAME, UID)

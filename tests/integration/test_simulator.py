@@ -230,7 +230,7 @@ def keys(s3: Any, bucket: str) -> list[str]:
 
 
 def examples_by_event_type() -> dict[int, dict[str, Any]]:
-    examples = {}
+    examples: dict[int, dict[str, Any]] = {}
     for path in example_files():
         body = json.loads(path.read_text())
         examples.setdefault(body["eventType"], body)
@@ -259,7 +259,7 @@ def test_a_clean_session_sends_signed_callbacks_in_documented_order(
     assert len({b["noticeId"] for b in bodies}) == len(bodies)
     assert all(NOTICE_ID.match(b["noticeId"]) for b in bodies)
     assert all(b["sid"] == session.sid and b["productId"] == 3 for b in bodies)
-    assert bodies[-2]["payload"]["details"]["progress"] == 10000
+    assert bodies[-3]["payload"]["details"]["progress"] == 10000
 
 
 def test_callbacks_have_the_shape_of_the_documented_examples(
@@ -290,9 +290,12 @@ def test_uploaded_files_are_in_the_bucket_before_the_31_callback(
     bucket: str,
 ) -> None:
     seen_at_31: list[str] = []
-    receiver.on_delivery = lambda b: seen_at_31.extend(
-        keys(s3, bucket) if b["eventType"] == 31 else []
-    )
+
+    def list_bucket_at_31(body: dict[str, Any]) -> None:
+        if body["eventType"] == 31:
+            seen_at_31.extend(keys(s3, bucket))
+
+    receiver.on_delivery = list_bucket_at_31
     session = start(client, s3_endpoint=s3_endpoint, bucket=bucket)
 
     stop = session.stop()
@@ -339,9 +342,12 @@ def test_backuped_files_appear_later_under_the_renamed_playlist(
 ) -> None:
     set_faults(simulator, "backuped", restore_delay_s=30)
     seen_at_32: list[list[str]] = []
-    receiver.on_delivery = lambda b: (
-        seen_at_32.append(keys(s3, bucket)) if b["eventType"] == 32 else None
-    )
+
+    def list_bucket_at_32(body: dict[str, Any]) -> None:
+        if body["eventType"] == 32:
+            seen_at_32.append(keys(s3, bucket))
+
+    receiver.on_delivery = list_bucket_at_32
     session = start(client, s3_endpoint=s3_endpoint, bucket=bucket)
 
     stop = session.stop()
@@ -539,8 +545,9 @@ def test_python_m_simulator_serves_until_sigterm(receiver: Receiver) -> None:
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        retrying = {"backoff_s": (0.1,), "max_attempts": 50}  # until it listens
-        with AgoraClient(url, APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, **retrying) as agora:
+        with AgoraClient(  # retries connection refusals until it listens
+            url, APP_ID, CUSTOMER_ID, CUSTOMER_SECRET, backoff_s=(0.1,), max_attempts=50
+        ) as agora:
             assert agora.acquire(CNAME, UID)
         process.terminate()
         assert process.wait(timeout=10) == 0

@@ -276,6 +276,19 @@ def test_stop_sends_async_stop_on_the_task_path() -> None:
     assert kwargs["json"]["clientRequest"] == {"async_stop": True}
 
 
+def test_a_synchronous_stop_is_read_with_the_longer_timeout() -> None:
+    stopped = ids(serverResponse={"uploadingStatus": "uploaded"})
+    harness = Harness(answer(200, stopped), answer(200, stopped))
+
+    harness.client.stop(RID, SID, "mix", "class1024", "527841")
+    harness.client.stop(RID, SID, "mix", "class1024", "527841", async_stop=True)
+
+    assert [kwargs["timeout"] for _, _, kwargs in harness.session.calls] == [
+        (10.0, 30.0),
+        (10.0, 10.0),
+    ]
+
+
 def test_update_layout_always_uses_mix_mode() -> None:
     harness = Harness(answer(200, ids()))
 
@@ -493,6 +506,17 @@ def test_stop_not_completed_after_every_attempt_is_a_206_result() -> None:
     assert result.is_request_not_completed
     assert [r.attempt for r in harness.records] == [1, 2, 3]
     assert harness.sleeps == [1.0, 3.0]
+
+
+def test_stop_206_in_the_legacy_backup_reading_is_a_result() -> None:
+    body = ids(serverResponse={"uploadingStatus": "backuped", "fileList": f"{SID}_c.m3u8"})
+    harness = Harness(answer(206, body))
+
+    result = harness.client.stop(RID, SID, "mix", "class1024", "527841")
+
+    assert (result.http_status, result.code, result.uploading_status) == (206, None, "backuped")
+    assert result.file_list == (f"{SID}_c.m3u8",)
+    assert len(harness.records) == 1
 
 
 def test_stop_with_nothing_recorded_is_answered_without_retry() -> None:
