@@ -37,36 +37,6 @@ FINAL_STATES: frozenset[str] = frozenset(
 STOP_CODE_NOT_COMPLETED = 65
 STOP_CODE_NOTHING_RECORDED = 435
 
-# Keys whose values are credentials, wherever they appear in a request.
-SECRET_KEYS = frozenset({"accessKey", "secretKey", "stsToken", "token", "secret", "salt"})
-# What we keep of storageConfig: where the files go, never how to write there.
-STORAGE_KEYS_KEPT = frozenset({"vendor", "region", "bucket", "fileNamePrefix"})
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of a request (nested dicts and lists) without any credential."""
-    if isinstance(value, Mapping):
-        cleaned: dict[str, Any] = {}
-        for key, item in value.items():
-            if key in SECRET_KEYS:
-                continue
-            if key == "storageConfig" and isinstance(item, Mapping):
-                cleaned[key] = _storage_without_secrets(item)
-            else:
-                cleaned[key] = scrub_secrets(item)
-        return cleaned
-    if isinstance(value, list):
-        return [scrub_secrets(item) for item in value]
-    return value
-
-
-def _storage_without_secrets(storage: Mapping[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in storage.items() if k in STORAGE_KEYS_KEPT}
-    params = storage.get("extensionParams")
-    if isinstance(params, Mapping) and "endpoint" in params:
-        kept["extensionParams"] = {"endpoint": params["endpoint"]}
-    return kept
-
 
 @dataclass(frozen=True)
 class StartCall:

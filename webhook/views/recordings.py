@@ -14,8 +14,9 @@ from flask.typing import ResponseReturnValue
 from webhook.errors import NotFoundError, PayloadError
 from webhook.extensions import current_queue, current_recordings
 from webhook.jobs import enqueue_reconcile
-from webhook.recordings import StartCall, StopCall, scrub_secrets
-from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA, read_stop_response
+from webhook.agora_client import StopResult, redact
+from webhook.recordings import StartCall, StopCall
+from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA
 from webhook.store import now_ms
 from webhook.views.auth import require_token
 
@@ -39,7 +40,7 @@ def start_recording() -> ResponseReturnValue:
         cname=data["cname"],
         uid=data["uid"],
         mode=data["mode"],
-        client_request=scrub_secrets(data["client_request"]),
+        client_request=redact(data["client_request"]),
         started_ms=now_ms(),
     )
     created = current_recordings().record_start(data["sid"], start)
@@ -56,13 +57,15 @@ def stop_recording(sid: str) -> ResponseReturnValue:
     recordings = current_recordings()
     if recordings.facts(sid).start is None:
         raise NotFoundError(f"no recording {sid!r}: forward its start first")
-    code, uploading_status, files = read_stop_response(data["response"])
+    # The same reading of Agora's answer as our own client's (fileList string or list,
+    # web mode, the legacy "unknow").
+    answer = StopResult.from_response(data["http_status"], data["response"])
     stop = StopCall(
-        http_status=data["http_status"],
-        code=code,
-        uploading_status=uploading_status,  # type: ignore[arg-type]  # one of the known values
-        file_names=files,
-        response=scrub_secrets(data["response"]),
+        http_status=answer.http_status,
+        code=answer.code,
+        uploading_status=answer.uploading_status,
+        file_names=answer.file_list,
+        response=redact(data["response"]),
         stopped_ms=now_ms(),
     )
     recorded = recordings.record_stop(sid, stop)
