@@ -11,10 +11,10 @@ from typing import Any
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
+from webhook.agora_client import StopResult, redact
 from webhook.errors import NotFoundError, PayloadError
 from webhook.extensions import current_queue, current_recordings
 from webhook.jobs import enqueue_reconcile
-from webhook.agora_client import StopResult, redact
 from webhook.recordings import StartCall, StopCall
 from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA
 from webhook.store import now_ms
