@@ -89,12 +89,16 @@ def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verif
     """The lifecycle state the facts imply, whatever order they arrived in."""
     status = upload_status(facts, summary)
     exited = summary is not None and summary.counts.get(EventType.SESSION_EXIT, 0) > 0
+    # The app never stopped it: Agora ended it (maxIdleTime), whatever was uploaded.
+    idle_exit = exited and facts.stop is None and facts.start is not None
     if summary is not None and summary.upload_ok is False:
         return "failed"
-    if status == "backuped":
-        return "verified" if verified else "backuped"
-    if status == "uploaded":
-        return "uploaded"
+    if status == "backuped" and not verified:
+        return "backuped"
+    if status in ("uploaded", "backuped"):
+        if idle_exit:
+            return "exited_idle"
+        return "verified" if status == "backuped" else "uploaded"
     if facts.stop is not None and facts.stop.nothing_recorded:
         return "nothing_recorded"
     if exited and facts.stop is None:
