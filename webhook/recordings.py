@@ -98,3 +98,9 @@ class RecordingFacts:
     backuped_ms: int | None = None
     verified_ms: int | None = None
     verification: Mapping[str, Any] = field(default_factory=dict)
+    # Our last `query` to Agora for this session: when, and its HTTP status (404: Agora no
+    # longer runs the task).
+    last_query_ms: int | None = None
+    last_query_http_status: int | None = None
+    # Agora's failover event: 404s are expected for up to 90 s after it.
+    failover_ms: int | None = None

@@ -42,6 +42,8 @@ def follow_up_callback(
             )  # fmt: skip
             if transition:
                 announce(ctx, alert, transition)
+        if event.event_type == EventType.SESSION_FAILOVER:
+            ctx.recordings.mark_failover(sid, event.received_ms)
         if event.event_type == EventType.BACKUPED and not event.redundant_of:
             # The five-minute clock starts when Agora told us, not when this job ran.
             ctx.recordings.mark_backuped(sid, event.received_ms)

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from redis import Redis
 from rq import Queue, get_current_job
 
+from webhook.agora_client import AgoraClient, CallRecord
 from webhook.config import Settings
 from webhook.jobs import callback_queue
 from webhook.recordings import RecordingFacts
-from webhook.store import CallbackStore, SessionSummary
+from webhook.store import CallbackStore, SessionSummary, now_ms
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
 from workers.lifecycle import Deadlines, Verification, file_names
@@ -50,6 +51,13 @@ class WorkerContext:
         return Verification(result.verified, result.checked, result.missing, result.reason)
 
     @property
+    def agora(self) -> AgoraClient | None:
+        """Our client for Agora's REST API, when credentials are configured."""
+        if not self.settings.polls_agora:
+            return None
+        return agora_client(self.settings, self.redis)
+
+    @property
     def deadlines(self) -> Deadlines:
         s = self.settings
         return Deadlines(
@@ -72,6 +80,33 @@ def build_context(settings: Settings, redis: Redis) -> WorkerContext:
         recordings=RecordingStore(redis, retention=settings.retention),
         alerts=AlertStore(redis),
         queue=callback_queue(redis, settings.queue_name),
+    )
+
+
+@functools.cache
+def agora_client(settings: Settings, redis: Redis) -> AgoraClient:
+    """One client (and its connection pool) per worker process; every call it makes is
+    recorded on its session's call log."""
+    recordings = RecordingStore(redis, retention=settings.retention)
+
+    def record(call: CallRecord) -> None:
+        if call.sid:
+            recordings.record_call(call.sid, call.endpoint, now_ms(), {
+                "path": call.path, "http_status": call.http_status, "attempt": call.attempt,
+                "duration_ms": round(call.duration_ms, 1), "response": call.response,
+                "error": call.error,
+            })  # fmt: skip
+
+    return AgoraClient(
+        settings.agora_api_base,
+        settings.agora_app_id,
+        settings.agora_customer_id,
+        settings.agora_customer_secret,
+        # Polling is a background check: a short timeout, and no long backoff in a job.
+        timeout_s=5.0,
+        max_attempts=2,
+        backoff_s=(1.0,),
+        on_call=record,
     )
 
 

@@ -112,6 +112,23 @@ def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verif
     return "unknown"
 
 
+def needs_query(
+    facts: RecordingFacts, summary: SessionSummary | None, deadlines: Deadlines, now_ms: int
+) -> bool:
+    """Time to ask Agora: an active session not asked for a poll interval, or sooner when
+    the callbacks show a sequence gap (Agora recommends polling about every 2 minutes)."""
+    if facts.start is None:
+        return False
+    if derive_state(facts, summary, verified=False) not in ("started", "recording"):
+        return False
+    if facts.last_query_ms is None:
+        return True
+    interval = _ms(deadlines.poll)
+    if summary is not None and summary.sequence_gaps > 0:
+        interval = min(interval, 10_000)
+    return now_ms - facts.last_query_ms >= interval
+
+
 def needs_storage_check(
     facts: RecordingFacts, summary: SessionSummary | None, deadlines: Deadlines, now_ms: int
 ) -> bool:
@@ -217,6 +234,23 @@ def assess(
             due.append(deadline)
     else:
         resolved.append("stale_session")
+
+    # 6. notifications lost: Agora no longer runs a task we still think is recording (its
+    # query answers 404, outside the 90 s a failover may take), and no exit, upload or
+    # stop told us how it ended. The final upload state cannot be confirmed.
+    failover_quiet = facts.failover_ms is None or (
+        facts.last_query_ms is not None and facts.last_query_ms - facts.failover_ms > 90_000
+    )
+    if state in ("started", "recording") and facts.last_query_http_status == 404 and failover_quiet:
+        raised.append(AlertSpec(
+            "upload_unconfirmed",
+            f"Agora no longer runs recording {facts.sid} ({cname}), but no session_exit, "
+            "uploaded or backuped notification arrived: notifications were lost and the final "
+            "upload state cannot be confirmed. Check the files in your storage.",
+            {"last_query_ms": facts.last_query_ms, "files": list(files)},
+        ))  # fmt: skip
+    elif facts.last_query_http_status != 404 or state not in ("started", "recording"):
+        resolved.append("upload_unconfirmed")
 
     # 8. an upload Agora itself calls failed, and a stop file list the callbacks contradict.
     if summary is not None and summary.upload_ok is False:

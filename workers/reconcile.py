@@ -17,10 +17,18 @@ from redis import Redis
 from redis.exceptions import LockError
 from rq.exceptions import DuplicateJobError
 
+from webhook.agora_client import AgoraClient, AgoraError, AgoraNotFoundError
 from webhook.jobs import JOB_RETRY, JOB_TIMEOUT_S, RECONCILE_SESSION, reconcile_job_id
+from webhook.recordings import RecordingFacts
 from webhook.store import keys, now_ms
 from workers.context import WorkerContext, current_context
-from workers.lifecycle import Assessment, assess, needs_storage_check, upload_status
+from workers.lifecycle import (
+    Assessment,
+    assess,
+    needs_query,
+    needs_storage_check,
+    upload_status,
+)
 from workers.notify import announce
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,10 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
         from_stop = stop.stopped_ms if stop and stop.uploading_status == "backuped" else now
         ctx.recordings.mark_backuped(sid, min(from_stop, now))
         facts = ctx.recordings.facts(sid)
+    agora = ctx.agora
+    if agora is not None and needs_query(facts, summary, ctx.deadlines, now):
+        ctx.recordings.record_query(sid, at_ms=now, http_status=query_status(agora, facts))
+        facts = ctx.recordings.facts(sid)
     verification = None
     if needs_storage_check(facts, summary, ctx.deadlines, now):
         verification = ctx.verify_storage(facts, summary)
@@ -83,6 +95,22 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
     apply(ctx, sid, assessment, now, cname=(summary.cname if summary else None)
           or (facts.start.cname if facts.start else None))  # fmt: skip
     return assessment
+
+
+def query_status(agora: AgoraClient, facts: RecordingFacts) -> int:
+    """Ask Agora whether it still runs the task: 200, 404, or the failure's status."""
+    start = facts.start
+    if start is None:  # pragma: no cover - needs_query() checks
+        raise ValueError("query needs the start call")
+    try:
+        agora.query(start.resource_id, facts.sid, start.mode)
+    except AgoraNotFoundError:
+        return 404
+    except AgoraError as err:
+        # Rate limits, timeouts, 5xx: no answer about the task; polled again later.
+        logger.warning("query failed", extra={"sid": facts.sid, "reason": err.reason})
+        return err.http_status or 0
+    return 200
 
 
 def apply(

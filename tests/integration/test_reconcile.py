@@ -18,11 +18,16 @@ from rq import SimpleWorker
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from simulator.config import SimulatorConfig
+from simulator.server import SimulatorServer
+from simulator.service import CloudRecordingService
 from tests.conftest import load_example
 from tests.integration.s3_server import S3Server
+from webhook.agora_client import AgoraClient
 from webhook.config import Settings
 from webhook.jobs import enqueue_callback, reconcile_job_id
 from webhook.recordings import StartCall, StopCall
+from webhook.redis_server import free_port
 from webhook.schemas import load_callback
 from webhook.store import keys
 from workers import notify
@@ -278,3 +283,74 @@ def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(
     assert kinds["recording_error"].evidence["errorCode"] == 47
     assert ctx.redis.zcard(keys.pending_handoffs()) == 0
     assert ctx.recordings.facts(SID).state in ("started", "recording")
+
+
+class TestQueryPolling:
+    """Rule 6: Agora drops a notification after 3 retries; polling query finds out."""
+
+    @pytest.fixture
+    def simulator(self) -> Iterator[SimulatorServer]:
+        config = SimulatorConfig(
+            app_id="app", customer_id="cid", customer_secret="csecret",
+            # Its callbacks reach nobody: every notification of this recording is lost.
+            callback_url=f"http://127.0.0.1:{free_port()}/agora/callback",
+            callback_secret="ncs", time_scale=0.002,
+        )  # fmt: skip
+        server = SimulatorServer(CloudRecordingService(config)).start()
+        yield server
+        server.stop()
+
+    @pytest.fixture
+    def polling(self, ctx: WorkerContext, simulator: SimulatorServer) -> WorkerContext:
+        settings = replace(
+            ctx.settings, agora_api_base=simulator.url, agora_app_id="app",
+            agora_customer_id="cid", agora_customer_secret="csecret",
+        )  # fmt: skip
+        return replace(ctx, settings=settings)
+
+    def started(self, polling: WorkerContext, s3_bucket: str) -> tuple[AgoraClient, str, str]:
+        agora = AgoraClient(polling.settings.agora_api_base, "app", "cid", "csecret")
+        resource_id = agora.acquire("class1024", "527841")
+        sid = agora.start(resource_id, "individual", "class1024", "527841",
+                          {"storageConfig": {"vendor": 11, "region": 0, "bucket": s3_bucket}})  # fmt: skip
+        polling.recordings.record_start(sid, replace(start(s3_bucket), resource_id=resource_id))
+        body = load_example("40_")
+        body["payload"]["sid"] = body["sid"] = sid
+        polling.callbacks.record(load_callback(body), json.dumps(body).encode(), received_ms=T0)
+        return agora, resource_id, sid
+
+    def test_a_running_session_is_polled_and_the_call_recorded(
+        self, polling: WorkerContext, s3_bucket: str
+    ):
+        agora, _, sid = self.started(polling, s3_bucket)
+
+        reconcile(polling, sid, T0 + MIN)
+
+        facts = polling.recordings.facts(sid)
+        assert facts.last_query_http_status == 200
+        assert [c["endpoint"] for c in polling.recordings.calls(sid)][-1] == "query"
+        assert polling.alerts.for_session(sid) == []
+        agora.close()
+
+    def test_a_task_agora_ended_without_telling_us_is_upload_unconfirmed(
+        self, polling: WorkerContext, s3_bucket: str
+    ):
+        agora, resource_id, sid = self.started(polling, s3_bucket)
+        agora.stop(resource_id, sid, "individual", "class1024", "527841")  # not forwarded
+
+        reconcile(polling, sid, T0 + MIN)
+
+        assert polling.recordings.facts(sid).last_query_http_status == 404
+        (alert,) = polling.alerts.for_session(sid)
+        assert (alert.kind, alert.severity) == ("upload_unconfirmed", "critical")
+        agora.close()
+
+    def test_404s_right_after_a_failover_are_expected(self, polling: WorkerContext, s3_bucket: str):
+        agora, resource_id, sid = self.started(polling, s3_bucket)
+        polling.recordings.mark_failover(sid, T0 + MIN - 10_000)
+        agora.stop(resource_id, sid, "individual", "class1024", "527841")
+
+        reconcile(polling, sid, T0 + MIN)
+
+        assert polling.alerts.for_session(sid) == []
+        agora.close()

@@ -139,6 +139,9 @@ class RecordingStore:
             backuped_ms=_int(data.get(b"backuped_ms")),
             verified_ms=_int(data.get(b"verified_ms")),
             verification=orjson.loads(verification) if verification else {},
+            last_query_ms=_int(data.get(b"last_query_ms")),
+            last_query_http_status=_int(data.get(b"last_query_http_status")),
+            failover_ms=_int(data.get(b"failover_ms")),
         )
 
     def set_state(self, sid: str, state: State, now_ms: int) -> bool:
@@ -159,6 +162,19 @@ class RecordingStore:
         self.redis.hsetnx(key, "backuped_ms", at_ms)
         self.redis.expire(key, self.retention)
         return int(cast(bytes, self.redis.hget(key, "backuped_ms")))
+
+    def record_query(self, sid: str, *, at_ms: int, http_status: int) -> None:
+        """The outcome of our last `query` to Agora for the session."""
+        key = keys.recording(sid)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"last_query_ms": at_ms, "last_query_http_status": http_status})
+        pipe.expire(key, self.retention)
+        pipe.execute()
+
+    def mark_failover(self, sid: str, at_ms: int) -> None:
+        key = keys.recording(sid)
+        self.redis.hset(key, "failover_ms", at_ms)
+        self.redis.expire(key, self.retention)
 
     def set_verification(
         self, sid: str, *, verified_ms: int | None, details: Mapping[str, Any]
