@@ -311,8 +311,8 @@ class TestQueryPolling:
     def started(self, polling: WorkerContext, s3_bucket: str) -> tuple[AgoraClient, str, str]:
         agora = AgoraClient(polling.settings.agora_api_base, "app", "cid", "csecret")
         resource_id = agora.acquire("class1024", "527841")
-        sid = agora.start(resource_id, "individual", "class1024", "527841",
-                          {"storageConfig": {"vendor": 11, "region": 0, "bucket": s3_bucket}})  # fmt: skip
+        storage = {"storageConfig": {"vendor": 11, "region": 0, "bucket": s3_bucket}}
+        sid = agora.start(resource_id, "individual", "class1024", "527841", storage)
         polling.recordings.record_start(sid, replace(start(s3_bucket), resource_id=resource_id))
         body = load_example("40_")
         body["payload"]["sid"] = body["sid"] = sid
