@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install run worker test test-fast test-system lint typecheck format bench clean
+.PHONY: help install run worker demo test test-fast test-system lint typecheck format bench clean
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,9 @@ install: $(VENV)/.installed ## Create the venv and install the project with its 
 
 run: install ## Private redis-server (unless REDIS_URL is set) + gunicorn + worker with scheduler
 	APP_ENV=$${APP_ENV:-development} $(BIN)/agora-webhook dev
+
+demo: install ## Service + worker + Agora simulator + S3: a clean recording and a failing one
+	$(BIN)/python -m demo
 
 worker: install ## One RQ worker with the scheduler, against REDIS_URL
 	$(BIN)/python -m workers
