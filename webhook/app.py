@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions[extensions.QUEUE] = callback_queue(redis, settings.queue_name)
     app.extensions[extensions.RECORDINGS] = RecordingStore(redis, retention=settings.retention)
-    app.extensions[extensions.ALERTS] = AlertStore(redis)
+    app.extensions[extensions.ALERTS] = AlertStore(redis, retention=settings.retention)
     if settings.proxy_hops:
         # Behind a load balancer the client address comes from X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]  # the documented way to wrap the WSGI app

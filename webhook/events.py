@@ -52,14 +52,11 @@ class EventType(IntEnum):
         return value in cls._value2member_map_
 
 
-# Events a worker must look at. Everything else (progress ticks, stream state changes)
-# only updates the session summary, so it never costs an RQ enqueue.
+# Events a worker must look at. Everything else (progress ticks, stream state changes,
+# the recorder's start, which the scheduled "recorder_not_started" check reads from the
+# summary) only updates the session summary, so it never costs an RQ enqueue.
 FOLLOW_UP_EVENTS: frozenset[int] = frozenset(
     {
-        # The recorder's start answers the "recorder_not_started" check.
-        EventType.RECORDER_STARTED,
-        EventType.UPLOADER_STARTED,
-        EventType.WEB_RECORDER_STARTED,
         EventType.CLOUD_RECORDING_ERROR,
         EventType.CLOUD_RECORDING_WARNING,
         EventType.SESSION_EXIT,

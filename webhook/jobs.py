@@ -64,10 +64,10 @@ def enqueue_callback(queue: Queue, sid: str, notice_id: str, entry_id: str) -> b
     return True
 
 
-def reconcile_job_id(sid: str, due_ms: int | None = None) -> str:
-    """One scheduled check per session and due time; immediate runs get their own ids."""
+def reconcile_job_id(sid: str, due_ms: int) -> str:
+    """One scheduled check per session and deadline (immediate runs get random ids)."""
     digest = hashlib.sha256(sid.encode()).hexdigest()[:32]
-    return f"reconcile-{digest}-{due_ms}" if due_ms is not None else f"reconcile-{digest}"
+    return f"reconcile-{digest}-{due_ms}"
 
 
 def enqueue_reconcile(queue: Queue, sid: str) -> None:

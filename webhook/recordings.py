@@ -98,6 +98,7 @@ class RecordingFacts:
     backuped_ms: int | None = None
     verified_ms: int | None = None
     verification: Mapping[str, Any] = field(default_factory=dict)
+    storage_checks: int = 0
     # Our last `query` to Agora for this session: when, and its HTTP status (404: Agora no
     # longer runs the task).
     last_query_ms: int | None = None

@@ -67,6 +67,7 @@ class WorkerContext:
             stale_margin=s.stale_margin,
             backup_recheck=s.backup_recheck,
             poll=s.query_interval,
+            give_up=s.retention,
         )
 
 
@@ -78,7 +79,7 @@ def build_context(settings: Settings, redis: Redis) -> WorkerContext:
             redis, retention=settings.retention, dedupe_window=settings.dedupe_window
         ),
         recordings=RecordingStore(redis, retention=settings.retention),
-        alerts=AlertStore(redis),
+        alerts=AlertStore(redis, retention=settings.retention),
         queue=callback_queue(redis, settings.queue_name),
     )
 

@@ -18,7 +18,8 @@ from webhook.store import SessionSummary
 
 START_EVENTS = (EventType.RECORDER_STARTED, EventType.UPLOADER_STARTED,
                 EventType.WEB_RECORDER_STARTED)  # fmt: skip
-ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD = ("failover", "upload_warning")
+# Problems Agora had on the way that a complete, clean upload makes moot.
+ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD = ("failover", "upload_warning", "recording_error")
 CONTACT_SUPPORT = (
     "Agora reports no event when a backup reaches your bucket. If the files do not appear, "
     "contact Agora support (support@agora.io) with the sid and the file list."
@@ -33,6 +34,8 @@ class Deadlines:
     stale_margin: timedelta
     backup_recheck: timedelta
     poll: timedelta
+    # Stop watching a session this long after it started (the retention period).
+    give_up: timedelta = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,11 @@ class Assessment:
     state: State
     raise_alerts: tuple[AlertSpec, ...] = ()
     resolve_kinds: tuple[str, ...] = ()
-    # When reconciliation should look again; None: the session needs nothing more.
+    # When reconciliation should look again (the sweep's schedule); None: never again.
     next_due_ms: int | None = None
+    # The next rule deadline, a fixed time whatever run computes it, so a precise RQ check
+    # can be scheduled there once (periodic looks are the sweep's).
+    deadline_ms: int | None = None
 
 
 def _ms(delta: timedelta) -> int:
@@ -112,6 +118,17 @@ def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verif
     return "unknown"
 
 
+MAX_RECHECK = timedelta(hours=1)
+
+
+def recheck_delay_ms(deadlines: Deadlines, checks_done: int) -> int:
+    """After a failed storage check: the recheck interval, doubling with every check up to
+    an hour, so a backup that never arrives is not looked for every few minutes for the
+    whole retention period."""
+    doubled = deadlines.backup_recheck * (2 ** max(0, min(checks_done - 1, 16)))
+    return _ms(min(doubled, max(MAX_RECHECK, deadlines.backup_recheck)))
+
+
 def needs_query(
     facts: RecordingFacts, summary: SessionSummary | None, deadlines: Deadlines, now_ms: int
 ) -> bool:
@@ -151,6 +168,12 @@ def assess(
     raised: list[AlertSpec] = []
     resolved: list[str] = []
     due: list[int] = []
+    fixed: list[int] = []
+
+    def at_deadline(deadline: int) -> None:
+        due.append(deadline)
+        fixed.append(deadline)
+
     cname = (summary.cname if summary else None) or (facts.start.cname if facts.start else None)
     files = file_names(facts, summary)
 
@@ -170,9 +193,9 @@ def assess(
                  "checked": list(checked.checked), "reason": checked.reason,
                  "backuped_ms": facts.backuped_ms, "advice": CONTACT_SUPPORT},
             ))  # fmt: skip
-            due.append(now_ms + _ms(deadlines.backup_recheck))
+            due.append(now_ms + recheck_delay_ms(deadlines, facts.storage_checks))
         else:
-            due.append(deadline)
+            at_deadline(deadline)
 
     # 2. stop could not say where the upload went, and no callback said it since.
     stop = facts.stop
@@ -197,7 +220,7 @@ def assess(
                  "uploading_status": stop.uploading_status},
             ))  # fmt: skip
         else:
-            due.append(deadline)
+            at_deadline(deadline)
 
     # 3. started, but the recorder never said so.
     if facts.start is not None and not has_started(summary) and state == "started":
@@ -210,7 +233,7 @@ def assess(
                 {"started_ms": facts.start.started_ms, "resource_id": facts.start.resource_id},
             ))  # fmt: skip
         else:
-            due.append(deadline)
+            at_deadline(deadline)
     elif has_started(summary) or facts.stop is not None:
         resolved.append("recorder_not_started")
 
@@ -231,7 +254,7 @@ def assess(
             ))  # fmt: skip
             due.append(now_ms + _ms(deadlines.poll))
         else:
-            due.append(deadline)
+            at_deadline(deadline)
     else:
         resolved.append("stale_session")
 
@@ -273,12 +296,16 @@ def assess(
         resolved.extend(ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD)
 
     raised_kinds = {a.kind for a in raised}
-    final = state in FINAL_STATES and not due
+    # Nothing is watched longer than the data it is about is kept.
+    anchor = facts.start.started_ms if facts.start else (summary.first_seen_ms if summary else 0)
+    expired = now_ms - anchor > _ms(deadlines.give_up)
+    final = expired or (state in FINAL_STATES and not due)
     return Assessment(
         state=state,
         raise_alerts=tuple(raised),
         resolve_kinds=tuple(k for k in dict.fromkeys(resolved) if k not in raised_kinds),
         next_due_ms=None if final else min(due, default=now_ms + _ms(deadlines.poll)),
+        deadline_ms=None if final else min(fixed, default=None),
     )
 
 

@@ -39,6 +39,13 @@ SWEEP = "workers.reconcile.sweep_active_sessions"
 LOCK_TIMEOUT_S = JOB_TIMEOUT_S
 
 
+SWEEP_BACKOFF_MS = 5 * 60_000
+
+
+class SweepError(Exception):
+    """Some sessions could not be reconciled in this sweep (see the log for each)."""
+
+
 class SessionBusyError(Exception):
     """Another job holds the session; RQ retries this one shortly."""
 
@@ -91,6 +98,7 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
                      "missing": list(verification.missing), "reason": verification.reason,
                      "at_ms": now},
         )  # fmt: skip
+        facts = ctx.recordings.facts(sid)
     assessment = assess(facts, summary, ctx.deadlines, now, verification)
     apply(ctx, sid, assessment, now, cname=(summary.cname if summary else None)
           or (facts.start.cname if facts.start else None))  # fmt: skip
@@ -133,7 +141,8 @@ def apply(
         ctx.recordings.finish(sid)
         return
     ctx.recordings.schedule(sid, assessment.next_due_ms)
-    schedule_check(ctx, sid, assessment.next_due_ms)
+    if assessment.deadline_ms is not None:
+        schedule_check(ctx, sid, assessment.deadline_ms)
 
 
 def schedule_check(ctx: WorkerContext, sid: str, due_ms: int) -> None:
@@ -159,12 +168,20 @@ def sweep_active_sessions() -> int:
     ctx = current_context()
     schedule_sweep(ctx, now_ms() + int(ctx.settings.sweep_interval.total_seconds() * 1000))
     due = ctx.recordings.due(now_ms())
+    failed = []
     for sid in due:
         try:
             with session_lock(ctx.redis, sid):
                 reconcile(ctx, sid, now_ms())
         except SessionBusyError:
             continue  # the job holding it reconciles it
+        except Exception:  # one broken session must not starve the others
+            logger.exception("reconciliation failed", extra={"sid": sid})
+            ctx.recordings.schedule(sid, now_ms() + SWEEP_BACKOFF_MS)
+            failed.append(sid)
+    if failed:
+        # After every other session had its turn: RQ records the failure.
+        raise SweepError(f"{len(failed)} session(s) failed to reconcile: {failed[:10]}")
     return len(due)
 
 

@@ -354,3 +354,29 @@ class TestQueryPolling:
 
         assert polling.alerts.for_session(sid) == []
         agora.close()
+
+
+def test_alerts_expire_with_the_retention(ctx: WorkerContext, s3_bucket: str):
+    ctx.recordings.record_start(SID, start(s3_bucket))
+
+    reconcile(ctx, SID, T0 + 2 * MIN)
+
+    (alert,) = ctx.alerts.for_session(SID)
+    retention_s = ctx.settings.retention.total_seconds()
+    assert 0 < ctx.redis.ttl(keys.alert(alert.id)) <= retention_s
+    assert 0 < ctx.redis.ttl(keys.session_alerts(SID)) <= retention_s
+
+
+def test_one_broken_session_does_not_stop_the_sweep(ctx: WorkerContext, s3_bucket: str):
+    ctx.recordings.record_start(SID, start(s3_bucket))
+    ctx.recordings.record_start("broken-session", start(s3_bucket))
+    ctx.redis.hset(keys.recording("broken-session"), "start_request", b"{not json")
+    ctx.recordings.schedule("broken-session", 0)  # due first
+    ctx.recordings.schedule(SID, 1)
+    ctx.queue.enqueue_call("workers.reconcile.sweep_active_sessions")
+
+    SimpleWorker([ctx.queue], connection=ctx.redis, serializer=JSONSerializer).work(burst=True)
+
+    assert ctx.recordings.facts(SID).state in ("started", "recording")
+    assert ctx.queue.failed_job_registry.count == 1
+    assert (ctx.redis.zscore(keys.active_recordings(), "broken-session") or 0) > 1

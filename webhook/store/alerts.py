@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, cast
 
 import orjson
@@ -19,8 +20,10 @@ MAX_DELIVERIES_KEPT = 10_000
 class AlertStore:
     """Alerts in Redis; raise() and resolve() say which transition, if any, happened."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, retention: timedelta = timedelta(days=30)) -> None:
         self.redis = redis
+        # An alert is kept as long as the session it is about, counted from its last change.
+        self.retention = retention
 
     def raise_alert(
         self,
@@ -57,15 +60,18 @@ class AlertStore:
                 "raised_ms": now_ms,
                 "acknowledged_ms": "",
                 "resolved_ms": "",
+                "resolution": "",
             }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         if transition:
             self._index(pipe, identifier, "open", now_ms)
             pipe.sadd(keys.session_alerts(sid), kind)
+            pipe.expire(keys.session_alerts(sid), self.retention)
         else:
             assert current is not None  # noqa: S101  # narrowed by the branch above
             pipe.zadd(keys.alerts_by_state(current.state), {identifier: now_ms})
+            pipe.expire(keys.alert(identifier), self.retention)
         pipe.execute()
         alert = self.get(identifier)
         assert alert is not None  # noqa: S101  # just written in one transaction
@@ -106,10 +112,14 @@ class AlertStore:
         return self.get(identifier)
 
     def _index(self, pipe: Pipeline, identifier: str, state: AlertState, now_ms: int) -> None:
+        oldest = now_ms - int(self.retention.total_seconds() * 1000)
         for other in STATES:
             if other != state:
                 pipe.zrem(keys.alerts_by_state(other), identifier)
+            # Alert hashes expire; their index entries go with the same age.
+            pipe.zremrangebyscore(keys.alerts_by_state(other), "-inf", f"({oldest}")
         pipe.zadd(keys.alerts_by_state(state), {identifier: now_ms})
+        pipe.expire(keys.alert(identifier), self.retention)
 
     def get(self, identifier: str) -> Alert | None:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.alert(identifier)))

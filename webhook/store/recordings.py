@@ -38,12 +38,24 @@ class RecordingStore:
     def record_start(self, sid: str, start: StartCall) -> bool:
         """Remember the app's start; False when it was already known (a repeat)."""
         key = keys.recording(sid)
-        if not self.redis.hsetnx(key, "resource_id", start.resource_id):
+        written = self.redis.transaction(
+            lambda pipe: self._write_start(pipe, sid, start),  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
+            key,
+            value_from_callable=True,
+        )
+        return bool(written)
+
+    def _write_start(self, pipe: Any, sid: str, start: StartCall) -> bool:
+        # WATCHed: the check and the write are one transaction, so a failed write leaves
+        # nothing behind and a retry records the start.
+        key = keys.recording(sid)
+        if pipe.hexists(key, "resource_id"):
             return False
-        pipe = self.redis.pipeline(transaction=True)
+        pipe.multi()
         pipe.hset(
             key,
             mapping={
+                "resource_id": start.resource_id,
                 "cname": start.cname,
                 "uid": start.uid,
                 "mode": start.mode,
@@ -54,18 +66,27 @@ class RecordingStore:
         pipe.expire(key, self.retention)
         pipe.zadd(keys.active_recordings(), {sid: start.started_ms}, nx=True)
         self._log_call(pipe, sid, "start", start.started_ms, {"resourceId": start.resource_id})
-        pipe.execute()
         return True
 
     def record_stop(self, sid: str, stop: StopCall) -> bool:
         """Remember Agora's answer to the app's stop; False when already known."""
         key = keys.recording(sid)
-        if not self.redis.hsetnx(key, "stopped_ms", stop.stopped_ms):
+        written = self.redis.transaction(
+            lambda pipe: self._write_stop(pipe, sid, stop),  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
+            key,
+            value_from_callable=True,
+        )
+        return bool(written)
+
+    def _write_stop(self, pipe: Any, sid: str, stop: StopCall) -> bool:
+        key = keys.recording(sid)
+        if pipe.hexists(key, "stopped_ms"):
             return False
-        pipe = self.redis.pipeline(transaction=True)
+        pipe.multi()
         pipe.hset(
             key,
             mapping={
+                "stopped_ms": stop.stopped_ms,
                 "stop_http_status": stop.http_status,
                 "stop_code": "" if stop.code is None else stop.code,
                 "stop_uploading_status": stop.uploading_status or "",
@@ -76,7 +97,6 @@ class RecordingStore:
         pipe.expire(key, self.retention)
         pipe.zadd(keys.active_recordings(), {sid: stop.stopped_ms}, nx=True)
         self._log_call(pipe, sid, "stop", stop.stopped_ms, {"httpStatus": stop.http_status})
-        pipe.execute()
         return True
 
     def record_call(self, sid: str, endpoint: str, at_ms: int, summary: Mapping[str, Any]) -> None:
@@ -139,6 +159,7 @@ class RecordingStore:
             backuped_ms=_int(data.get(b"backuped_ms")),
             verified_ms=_int(data.get(b"verified_ms")),
             verification=orjson.loads(verification) if verification else {},
+            storage_checks=_int(data.get(b"storage_checks")) or 0,
             last_query_ms=_int(data.get(b"last_query_ms")),
             last_query_http_status=_int(data.get(b"last_query_http_status")),
             failover_ms=_int(data.get(b"failover_ms")),
@@ -157,11 +178,16 @@ class RecordingStore:
         return True
 
     def mark_backuped(self, sid: str, at_ms: int) -> int:
-        """The first time we learned the upload went to Agora's backup (kept if earlier)."""
+        """When we first learned the upload went to Agora's backup: the earliest time wins,
+        whichever of the callback's job and a reconcile records it first (callers hold the
+        session lock)."""
         key = keys.recording(sid)
-        self.redis.hsetnx(key, "backuped_ms", at_ms)
+        current = _int(cast(bytes | None, self.redis.hget(key, "backuped_ms")))
+        if current is None or at_ms < current:
+            self.redis.hset(key, "backuped_ms", at_ms)
+            current = at_ms
         self.redis.expire(key, self.retention)
-        return int(cast(bytes, self.redis.hget(key, "backuped_ms")))
+        return current
 
     def record_query(self, sid: str, *, at_ms: int, http_status: int) -> None:
         """The outcome of our last `query` to Agora for the session."""
@@ -182,6 +208,7 @@ class RecordingStore:
         key = keys.recording(sid)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, "verification", _json(details))
+        pipe.hincrby(key, "storage_checks", 1)
         if verified_ms is not None:
             pipe.hsetnx(key, "verified_ms", verified_ms)
         pipe.expire(key, self.retention)
@@ -202,7 +229,3 @@ class RecordingStore:
             self.redis.zrangebyscore(keys.active_recordings(), "-inf", now_ms, start=0, num=limit),
         )
         return [s.decode() for s in sids]
-
-    def track(self, sid: str, due_ms: int) -> None:
-        """Put a session seen only through callbacks under the sweep's eye."""
-        self.redis.zadd(keys.active_recordings(), {sid: due_ms}, nx=True)

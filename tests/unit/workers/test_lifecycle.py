@@ -135,6 +135,18 @@ class TestBackupRule:
         assert "support" in alert.evidence["advice"]
         assert decision.next_due_ms == now + 5 * MIN  # looks again after the alert
 
+    def test_a_backup_that_never_comes_is_looked_for_less_and_less_often(self):
+        known = facts(backuped_ms=T0 + 10 * MIN)
+        now = T0 + 60 * MIN
+
+        delays = [
+            (assess(replace(known, storage_checks=n), self.backuped, DEADLINES, now,
+                   Verification(False)).next_due_ms or 0) - now
+            for n in (1, 2, 3, 10)
+        ]  # fmt: skip
+
+        assert delays == [5 * MIN, 10 * MIN, 20 * MIN, 60 * MIN]
+
     def test_files_found_later_resolve_the_alert_and_end_the_watch(self):
         known = facts(backuped_ms=T0 + 10 * MIN)
 
@@ -245,3 +257,19 @@ class TestEventAlerts:
 
     def test_a_progress_tick_raises_nothing(self):
         assert alerts_for_event(33, {"progress": 10}, SID) == ()
+
+
+class TestScheduling:
+    def test_a_rule_deadline_is_a_fixed_time_and_a_poll_is_not(self):
+        decision = assess(facts(), None, DEADLINES, T0 + MIN)
+        assert decision.deadline_ms == T0 + 2 * MIN  # recorder start deadline
+
+        polled = assess(facts(), summary(), DEADLINES, T0 + 3 * MIN)
+        assert polled.deadline_ms is None or polled.deadline_ms > T0 + 3 * MIN
+        assert polled.next_due_ms is not None
+
+    def test_nothing_is_watched_longer_than_the_retention(self):
+        old = assess(facts(), summary(), DEADLINES, T0 + 31 * 24 * 60 * MIN)
+
+        assert old.next_due_ms is None
+        assert old.deadline_ms is None
