@@ -118,7 +118,8 @@ class Stack:
             return int(response.status)
 
     def record(self, cname: str, faults: list[str], options: dict[str, Any] | None = None,
-               *, stop_after_s: float | None = 1.5) -> str:  # fmt: skip
+               *, stop_after_s: float | None = 1.5, forward_stop: bool = True,
+               max_idle_s: int = 30) -> str:  # fmt: skip
         """What an app server does: set up, acquire, start, forward; stop, forward."""
         control = urllib.request.Request(
             f"{self.simulator}/_simulator/faults/{cname}", method="PUT",
@@ -128,7 +129,7 @@ class Stack:
         urllib.request.urlopen(control, timeout=5).close()
         client_request = {
             "token": "rtc-token",
-            "recordingConfig": {"channelType": 1, "streamTypes": 2, "maxIdleTime": 30},
+            "recordingConfig": {"channelType": 1, "streamTypes": 2, "maxIdleTime": max_idle_s},
             "storageConfig": {
                 "vendor": 11, "region": 0, "bucket": self.bucket,
                 "accessKey": "test-access-key", "secretKey": "test-secret-key",
@@ -146,8 +147,9 @@ class Stack:
             if stop_after_s is not None:
                 time.sleep(stop_after_s)
                 stop = agora.stop(resource_id, sid, "individual", cname, "527841")
-                self.forward(f"/api/v1/recordings/{sid}/stop",
-                             {"httpStatus": stop.http_status, "response": stop.raw})  # fmt: skip
+                answer = {"httpStatus": stop.http_status, "response": stop.raw}
+                if forward_stop:
+                    self.forward(f"/api/v1/recordings/{sid}/stop", answer)
         return sid
 
 
@@ -179,6 +181,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWEEP_INTERVAL_SECONDS": "1", "STORAGE_CONFIG": str(storage),
         "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/alerts",
         "ALERT_WEBHOOK_SECRET": ALERT_SECRET,
+        # Workers poll the simulator's query, as they would Agora's.
+        "AGORA_API_BASE": f"http://127.0.0.1:{sim_port}", "AGORA_APP_ID": "e2e-app",
+        "AGORA_CUSTOMER_ID": CUSTOMER[0], "AGORA_CUSTOMER_SECRET": CUSTOMER[1],
+        "QUERY_INTERVAL_SECONDS": "1", "STALE_MARGIN_SECONDS": "1",
     }  # fmt: skip
     log = (work / "processes.log").open("ab")
     processes = [
@@ -242,6 +248,18 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "error": stack.record("broken-room", ["recorder_error"], stop_after_s=None),
         "idle": stack.record("idle-room", ["idle_exit"], {"max_idle_s": 60}, stop_after_s=None),
         "no_start": stack.record("dead-room", ["no_recorder_start"], stop_after_s=None),
+        # Agora ends the task, every notification about the end is lost, and the app server
+        # never forwards its stop: only polling query can tell.
+        "lost_end": stack.record(
+            "lost-end-room", ["drop:41", "drop:31", "drop:11", "drop:33"], forward_stop=False
+        ),
+        # Recording, then silence: nothing after the recorder's start arrives.
+        "silent": stack.record(
+            "quiet-room",
+            ["drop:33", "drop:42", "drop:43", "drop:44", "drop:4"],
+            stop_after_s=None,
+            max_idle_s=5,
+        ),
     }
     started = time.monotonic()
     expected_alerts = {
@@ -250,6 +268,8 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "nothing": "nothing_recorded",
         "error": "recording_error",
         "no_start": "recorder_not_started",
+        "lost_end": "upload_unconfirmed",
+        "silent": "stale_session",
     }
     for name, kind in expected_alerts.items():
         left = max(1.0, ALERT_WITHIN_S - (time.monotonic() - started))
