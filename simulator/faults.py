@@ -21,6 +21,10 @@ RECORDER_ERROR: Final = "recorder_error"  # event 1 (module 0, errorCode 52), th
 IDLE_EXIT: Final = "idle_exit"  # exits by itself after options.max_idle_s: 41 leaveCode 4
 NO_RECORDER_START: Final = "no_recorder_start"  # 40 and 30 are never sent
 DROP_PREFIX: Final = "drop:"  # "drop:31": that eventType is never delivered
+FAILOVER: Final = "failover"  # event 12 (newUid) once recording runs
+SLICE_TO_BACKUP: Final = "slice_to_backup"  # event 2: uploader warning 32 while recording
+UPLOAD_FAILED: Final = "upload_failed"  # the final 31 carries a non-zero status
+DOWNLOAD_FAILED: Final = "download_failed"  # event 90 after the session exits
 
 NAMES: Final[frozenset[str]] = frozenset(
     {
@@ -33,6 +37,10 @@ NAMES: Final[frozenset[str]] = frozenset(
         RECORDER_ERROR,
         IDLE_EXIT,
         NO_RECORDER_START,
+        FAILOVER,
+        SLICE_TO_BACKUP,
+        UPLOAD_FAILED,
+        DOWNLOAD_FAILED,
     }
 )
 

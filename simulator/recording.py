@@ -21,11 +21,15 @@ from simulator.config import SimulatorConfig
 from simulator.faults import (
     BACKUPED,
     BACKUPED_NEVER_RESTORED,
+    DOWNLOAD_FAILED,
+    FAILOVER,
     IDLE_EXIT,
     NO_RECORDER_START,
     NOTHING_RECORDED,
     RECORDER_ERROR,
+    SLICE_TO_BACKUP,
     STOP_206,
+    UPLOAD_FAILED,
     FaultBook,
     Faults,
 )
@@ -48,6 +52,7 @@ SERVICE_CLOUD_RECORDING: Final = 0
 SERVICE_RECORDER: Final = 1
 SERVICE_UPLOADER: Final = 2
 SERVICE_WEB_RECORDER: Final = 6
+SERVICE_DOWNLOAD: Final = 8
 # recorder_leave leaveCode bits
 LEAVE_INIT_FAILED: Final = 0
 LEAVE_SIGNAL: Final = 2  # Agora does not say which bit a stop sets: SIGINT is our reading
@@ -257,7 +262,18 @@ class Recording:
                 {"msgName": "cloud_recording_file_infos", "fileList": first},
             )
         self._set_status(STATUS_RUNNING)
+        self._mid_recording_faults()
         return True
+
+    def _mid_recording_faults(self) -> None:
+        faults = self.faults
+        if faults.has(FAILOVER):
+            # HA moved the task; it goes on under a new recorder uid.
+            failover = {"msgName": "session_failover", "newUid": 3957220413}
+            self._emit(12, SERVICE_CLOUD_RECORDING, failover)
+        if faults.has(SLICE_TO_BACKUP):
+            warning = {"msgName": "cloud_recording_warning", "module": 1, "warnCode": 32}
+            self._emit(2, SERVICE_CLOUD_RECORDING, warning)
 
     def _play_web_start(self) -> bool:
         if not self._pause(1.0):
@@ -273,6 +289,7 @@ class Recording:
         if not self._pause(13.0):
             return False
         self._set_status(STATUS_RUNNING)
+        self._mid_recording_faults()
         return True
 
     def _start_slices(self, publishers: tuple[str, ...]) -> None:
@@ -343,11 +360,16 @@ class Recording:
         self._emit(33, SERVICE_UPLOADER, {"msgName": "uploading_progress", "progress": 10000})
         self.outcome.set_result(StopOutcome(uploading_status, files))
         if not faults.has(STOP_206):
-            details: dict[str, Any] = {"msgName": uploading_status, "status": 0}
+            status = 1 if faults.has(UPLOAD_FAILED) else 0
+            details: dict[str, Any] = {"msgName": uploading_status, "status": status}
             if not self.task.is_web:  # web mode's 31/32 carry no fileList
                 details["fileList"] = files.file_list()
             self._emit(31 if uploading_status == "uploaded" else 32, SERVICE_UPLOADER, details)
         self._exit(exit_status=0)
+        if faults.has(DOWNLOAD_FAILED):
+            details = {"msgName": "download_failed", "vendor": 11, "region": 0,
+                       "bucket": "recordings", "fileName": files.playlists[0].name}  # fmt: skip
+            self._emit(90, SERVICE_DOWNLOAD, details)
         if uploading_status == "backuped" and faults.has(BACKUPED):
             self._restore_from_backup(files, faults.restore_delay_s)
 

@@ -253,6 +253,10 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "lost_end": stack.record(
             "lost-end-room", ["drop:41", "drop:31", "drop:11", "drop:33"], forward_stop=False
         ),
+        "failover": stack.record("moved-room", ["failover"]),
+        "slice_backup": stack.record("flaky-room", ["slice_to_backup"]),
+        "upload_failed": stack.record("failed-room", ["upload_failed"]),
+        "download": stack.record("transcode-room", ["download_failed"]),
         # Recording, then silence: nothing after the recorder's start arrives.
         "silent": stack.record(
             "quiet-room",
@@ -269,6 +273,10 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "error": "recording_error",
         "no_start": "recorder_not_started",
         "lost_end": "upload_unconfirmed",
+        "failover": "failover",
+        "slice_backup": "upload_warning",
+        "upload_failed": "upload_failed",
+        "download": "download_failed",
         "silent": "stale_session",
     }
     for name, kind in expected_alerts.items():
