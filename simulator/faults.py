@@ -25,6 +25,7 @@ FAILOVER: Final = "failover"  # event 12 (newUid) once recording runs
 SLICE_TO_BACKUP: Final = "slice_to_backup"  # event 2: uploader warning 32 while recording
 UPLOAD_FAILED: Final = "upload_failed"  # the final 31 carries a non-zero status
 DOWNLOAD_FAILED: Final = "download_failed"  # event 90 after the session exits
+STOP_EXTRA_FILE: Final = "stop_extra_file"  # stop's fileList names a file no callback does
 
 NAMES: Final[frozenset[str]] = frozenset(
     {
@@ -41,6 +42,7 @@ NAMES: Final[frozenset[str]] = frozenset(
         SLICE_TO_BACKUP,
         UPLOAD_FAILED,
         DOWNLOAD_FAILED,
+        STOP_EXTRA_FILE,
     }
 )
 

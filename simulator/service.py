@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from simulator.callbacks import Notifier
 from simulator.config import SimulatorConfig
-from simulator.faults import STOP_206, FaultBook
+from simulator.faults import STOP_206, STOP_EXTRA_FILE, FaultBook
 from simulator.files import Destination, ObjectStore, RecordingFiles
 from simulator.recording import Phase, Recording, StopOutcome, Task
 
@@ -157,7 +157,12 @@ class CloudRecordingService:
             }
         if outcome.files is None:
             return 206, ids | {"code": CODE_NO_RECORDED_DATA, "reason": "no recorded data"}
-        return 200, ids | {"serverResponse": stop_server_response(recording.task, outcome)}
+        answer = stop_server_response(recording.task, outcome)
+        if recording.faults.has(STOP_EXTRA_FILE) and isinstance(answer.get("fileList"), list):
+            extra = {"fileName": f"{sid}_unexpected.m3u8", "trackType": "audio", "uid": "1",
+                     "mixedAllUser": False, "isPlayable": True, "sliceStartTime": 0}  # fmt: skip
+            answer["fileList"] = [*answer["fileList"], extra]
+        return 200, ids | {"serverResponse": answer}
 
     def stats(self) -> dict[str, Any]:
         """Callback delivery counts per sid, plus each session's phase and status."""

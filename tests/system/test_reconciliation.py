@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ from tests.integration.s3_server import S3Server
 from webhook.agora_client import AgoraClient
 from webhook.alerts import Alert
 from webhook.redis_server import RedisServer, free_port
+from webhook.store import keys
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
 
@@ -45,6 +47,7 @@ ALERT_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").
 DEADLINE_S = 4
 GRACE_S = 30  # the issue's promise: an alert within its deadline + 30 s
 TIME_SCALE = 0.01  # an Agora minute lasts 0.6 s
+STUCK_BUCKET = "stuck-bucket"
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
@@ -119,7 +122,7 @@ class Stack:
 
     def record(self, cname: str, faults: list[str], options: dict[str, Any] | None = None,
                *, stop_after_s: float | None = 1.5, forward_stop: bool = True,
-               max_idle_s: int = 30) -> str:  # fmt: skip
+               max_idle_s: int = 30, bucket: str | None = None) -> str:  # fmt: skip
         """What an app server does: set up, acquire, start, forward; stop, forward."""
         control = urllib.request.Request(
             f"{self.simulator}/_simulator/faults/{cname}", method="PUT",
@@ -131,7 +134,7 @@ class Stack:
             "token": "rtc-token",
             "recordingConfig": {"channelType": 1, "streamTypes": 2, "maxIdleTime": max_idle_s},
             "storageConfig": {
-                "vendor": 11, "region": 0, "bucket": self.bucket,
+                "vendor": 11, "region": 0, "bucket": bucket or self.bucket,
                 "accessKey": "test-access-key", "secretKey": "test-secret-key",
                 "fileNamePrefix": ["recordings", cname],
                 "extensionParams": {"endpoint": self.s3_endpoint},
@@ -162,11 +165,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     host, port = moto.get_host_and_port()
     s3 = S3Server(endpoint_url=f"http://{host}:{port}")
     bucket = s3.create_bucket()
+    # A storage endpoint that accepts connections and never answers: a check against it
+    # holds its job for half a minute, long enough to kill the worker in the middle of it.
+    blackhole = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.extend(iter(lambda: blackhole.accept()[0], None)),
+                     daemon=True).start()  # fmt: skip
     storage = work / "storage.json"
-    storage.write_text(json.dumps({"buckets": {bucket: {
-        "access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key,
-        "endpoint_url": s3.endpoint_url,
-    }}}))  # fmt: skip
+    credentials = {"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key}
+    storage.write_text(json.dumps({"buckets": {
+        bucket: credentials | {"endpoint_url": s3.endpoint_url},
+        STUCK_BUCKET: credentials | {"endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}"},
+    }}))  # fmt: skip
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), AlertReceiver)
     receiver.received = []  # type: ignore[attr-defined]
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
@@ -220,6 +230,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 process.wait(30)
         receiver.shutdown()
         receiver.server_close()
+        blackhole.close()
+        for connection in held:
+            connection.close()
         moto.stop()
         redis_server.stop()
         log.close()
@@ -257,6 +270,7 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "slice_backup": stack.record("flaky-room", ["slice_to_backup"]),
         "upload_failed": stack.record("failed-room", ["upload_failed"]),
         "download": stack.record("transcode-room", ["download_failed"]),
+        "mismatch": stack.record("mismatch-room", ["stop_extra_file"]),
         # Recording, then silence: nothing after the recorder's start arrives.
         "silent": stack.record(
             "quiet-room",
@@ -277,6 +291,7 @@ def test_every_fault_alerts_within_its_deadline_and_clean_sessions_never_do(stac
         "slice_backup": "upload_warning",
         "upload_failed": "upload_failed",
         "download": "download_failed",
+        "mismatch": "file_list_mismatch",
         "silent": "stale_session",
     }
     for name, kind in expected_alerts.items():
@@ -327,3 +342,26 @@ def test_a_gracefully_restarted_worker_keeps_its_scheduled_checks(stack: Stack):
 
     wait_for(lambda: "upload_status_unknown" in stack.alerts(sid), ALERT_WITHIN_S,
              "the scheduled check after a restart")  # fmt: skip
+
+
+# Last: the stuck storage keeps this worker busy for a while afterwards.
+@pytest.mark.timeout(300)
+def test_a_worker_killed_in_the_middle_of_a_storage_check_loses_no_reconciliation(
+    stack: Stack,
+):
+    assert stack.worker is not None
+    sid = stack.record("stuck-room", ["backuped_never_restored"], stop_after_s=0.5,
+                       bucket=STUCK_BUCKET)  # fmt: skip
+    lock = keys.session_lock(sid)
+    # The five-minute check is running: it holds the session and waits on the storage.
+    wait_for(lambda: stack.redis.exists(lock), ALERT_WITHIN_S, "the storage check to start")
+    time.sleep(1)
+    assert stack.redis.exists(lock)
+    stack.worker.send_signal(signal.SIGKILL)
+    stack.worker.wait()
+    stack.start_worker()
+
+    # The dead job's lock lapses, the sweep takes the session over and checks again.
+    alert = wait_for(lambda: stack.alerts(sid).get("backup_not_uploaded"), 200,
+                     "the backup alert after a kill in mid-check")  # fmt: skip
+    assert alert.evidence["reason"]
