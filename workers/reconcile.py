@@ -18,7 +18,13 @@ from redis.exceptions import LockError
 from rq.exceptions import DuplicateJobError
 
 from webhook.agora_client import AgoraClient, AgoraError, AgoraNotFoundError
-from webhook.jobs import JOB_RETRY, JOB_TIMEOUT_S, RECONCILE_SESSION, reconcile_job_id
+from webhook.jobs import (
+    JOB_RETRY,
+    JOB_TIMEOUT_S,
+    RECONCILE_SESSION,
+    enqueue_callback,
+    reconcile_job_id,
+)
 from webhook.recordings import RecordingFacts
 from webhook.store import keys, now_ms
 from workers.context import WorkerContext, current_context
@@ -40,6 +46,8 @@ LOCK_TIMEOUT_S = JOB_TIMEOUT_S
 
 
 SWEEP_BACKOFF_MS = 5 * 60_000
+# A hand-off still pending this long after its callback was stored has lost its job.
+HANDOFF_GRACE_MS = 2 * 60_000
 
 
 class SweepError(Exception):
@@ -167,6 +175,7 @@ def sweep_active_sessions() -> int:
     It schedules its own next run first, so one failed sweep never ends the chain."""
     ctx = current_context()
     schedule_sweep(ctx, now_ms() + int(ctx.settings.sweep_interval.total_seconds() * 1000))
+    requeue_lost_handoffs(ctx, now_ms())
     due = ctx.recordings.due(now_ms())
     failed = []
     for sid in due:
@@ -183,6 +192,16 @@ def sweep_active_sessions() -> int:
         # After every other session had its turn: RQ records the failure.
         raise SweepError(f"{len(failed)} session(s) failed to reconcile: {failed[:10]}")
     return len(due)
+
+
+def requeue_lost_handoffs(ctx: WorkerContext, now: int) -> int:
+    """Callbacks stored but never handed off (the enqueue failed after the write, and
+    Agora's retries ran out): enqueue their follow-up now. A job that still exists is not
+    duplicated (unique ids); a job that finished has already cleared its hand-off."""
+    lost = ctx.callbacks.pending_handoffs(older_than_ms=now - HANDOFF_GRACE_MS)
+    for sid, notice_id, entry_id in lost:
+        enqueue_callback(ctx.queue, sid, notice_id, entry_id)
+    return len(lost)
 
 
 def schedule_sweep(ctx: WorkerContext, at_ms: int) -> None:

@@ -29,7 +29,7 @@ from webhook.jobs import enqueue_callback, reconcile_job_id
 from webhook.recordings import StartCall, StopCall
 from webhook.redis_server import free_port
 from webhook.schemas import load_callback
-from webhook.store import keys
+from webhook.store import keys, now_ms
 from workers import notify
 from workers.context import WorkerContext, build_context, configure, storage_verifier
 from workers.reconcile import reconcile
@@ -380,3 +380,18 @@ def test_one_broken_session_does_not_stop_the_sweep(ctx: WorkerContext, s3_bucke
     assert ctx.recordings.facts(SID).state in ("started", "recording")
     assert ctx.queue.failed_job_registry.count == 1
     assert (ctx.redis.zscore(keys.active_recordings(), "broken-session") or 0) > 1
+
+
+def test_a_callback_whose_hand_off_was_lost_is_followed_up_by_the_sweep(
+    ctx: WorkerContext, s3_bucket: str
+):
+    ctx.recordings.record_start(SID, start(s3_bucket))
+    body = load_example("01_")
+    stored_at = now_ms() - 3 * MIN  # stored, answered 503, and Agora gave up
+    ctx.callbacks.record(load_callback(body), json.dumps(body).encode(), received_ms=stored_at)
+    ctx.queue.enqueue_call("workers.reconcile.sweep_active_sessions")
+
+    SimpleWorker([ctx.queue], connection=ctx.redis, serializer=JSONSerializer).work(burst=True)
+
+    assert "recording_error" in {a.kind for a in ctx.alerts.for_session(SID)}
+    assert ctx.redis.zcard(keys.pending_handoffs()) == 0
