@@ -500,3 +500,16 @@ class RecordingStopSchema(_Strict):
 
 RECORDING_START_SCHEMA = RecordingStartSchema()
 RECORDING_STOP_SCHEMA = RecordingStopSchema()
+
+
+class AlertQuerySchema(_Strict):
+    """GET /api/v1/alerts query parameters."""
+
+    state = fields.String(
+        load_default="open", validate=validate.OneOf(("open", "acknowledged", "resolved"))
+    )
+    kind = fields.String(validate=validate.Length(1, 64))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+ALERT_QUERY_SCHEMA = AlertQuerySchema()

@@ -217,6 +217,7 @@ class TestOtherRules:
         assert decision.state == "uploaded"
         assert ctx.alerts.for_session(SID) == []
         assert ctx.redis.zscore(keys.active_recordings(), SID) is None
+        assert ctx.redis.zscore(keys.recordings_by_state("uploaded"), SID) is not None
 
     def test_a_stop_206_alerts_after_five_minutes_and_resolves_on_a_late_upload(
         self,

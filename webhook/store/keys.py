@@ -87,6 +87,11 @@ def active_recordings() -> str:
     return f"{PREFIX}:recordings:active"
 
 
+def recordings_by_state(state: str) -> str:
+    """Sorted set: the sids in one lifecycle state, scored by when they entered it (ms)."""
+    return f"{PREFIX}:recordings:state:{state}"
+
+
 def sessions_by_activity() -> str:
     """Sorted set: sid scored by the last arrival time (ms)."""
     return f"{PREFIX}:sessions"

@@ -168,12 +168,18 @@ class RecordingStore:
     def set_state(self, sid: str, state: State, now_ms: int) -> bool:
         """Record the lifecycle state; True when it changed."""
         key = keys.recording(sid)
-        previous = self.redis.hget(key, "state")
+        previous = cast(bytes | None, self.redis.hget(key, "state"))
         if previous == state.encode():
             return False
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"state": state, "state_ms": now_ms})
         pipe.expire(key, self.retention)
+        # The per-state index lets dashboards filter by state without scanning sessions.
+        if previous:
+            pipe.zrem(keys.recordings_by_state(previous.decode()), sid)
+        pipe.zadd(keys.recordings_by_state(state), {sid: now_ms})
+        oldest = now_ms - int(self.retention.total_seconds() * 1000)
+        pipe.zremrangebyscore(keys.recordings_by_state(state), "-inf", f"({oldest}")
         pipe.execute()
         return True
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from webhook.views import callbacks, health, recordings
+from webhook.views import alerts, callbacks, health, recordings
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(recordings.bp)
+    app.register_blueprint(alerts.bp)

@@ -1,0 +1,84 @@
+"""GET /api/v1/alerts and POST /api/v1/alerts/<id>/ack."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from flask.testing import FlaskClient
+from redis import Redis
+
+from webhook.app import create_app
+from webhook.config import Settings
+from webhook.store import now_ms
+from webhook.store.alerts import AlertStore
+
+TOKEN = "ops-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+
+
+@pytest.fixture
+def api(settings: Settings, redis: Redis) -> FlaskClient:
+    return create_app(replace(settings, api_tokens=(TOKEN,))).test_client()
+
+
+@pytest.fixture
+def raised(redis: Redis) -> str:
+    alert, _ = AlertStore(redis).raise_alert(
+        sid=SID, cname="class1024", kind="backup_not_uploaded", message="files missing",
+        evidence={"missing": ["a.m3u8"]}, now_ms=now_ms() - 2_000,
+    )  # fmt: skip
+    AlertStore(redis).raise_alert(
+        sid=SID,
+        cname="class1024",
+        kind="failover",
+        message="moved",
+        evidence={},
+        now_ms=now_ms() - 1_000,
+    )
+    return alert.id
+
+
+def test_open_alerts_are_listed_newest_first(api: FlaskClient, raised: str):
+    response = api.get("/api/v1/alerts", headers=AUTH)
+
+    assert response.status_code == 200
+    kinds = [a["kind"] for a in response.get_json()["alerts"]]
+    assert kinds == ["failover", "backup_not_uploaded"]
+
+
+def test_alerts_filter_by_kind(api: FlaskClient, raised: str):
+    response = api.get("/api/v1/alerts?kind=backup_not_uploaded", headers=AUTH)
+
+    (alert,) = response.get_json()["alerts"]
+    assert alert["evidence"] == {"missing": ["a.m3u8"]}
+
+
+def test_an_acknowledged_alert_moves_out_of_the_open_list(api: FlaskClient, raised: str):
+    acked = api.post(f"/api/v1/alerts/{raised}/ack", headers=AUTH)
+
+    assert acked.status_code == 200
+    assert acked.get_json()["state"] == "acknowledged"
+    open_kinds = [a["kind"] for a in api.get("/api/v1/alerts", headers=AUTH).get_json()["alerts"]]
+    assert open_kinds == ["failover"]
+    listed = api.get("/api/v1/alerts?state=acknowledged", headers=AUTH).get_json()["alerts"]
+    assert [a["id"] for a in listed] == [raised]
+
+
+def test_acknowledging_an_unknown_alert_is_404(api: FlaskClient):
+    response = api.post("/api/v1/alerts/al_nothing/ack", headers=AUTH)
+
+    assert response.status_code == 404
+    assert response.get_json()["reason"] == "not_found"
+
+
+def test_a_bad_filter_is_400_naming_the_parameter(api: FlaskClient):
+    response = api.get("/api/v1/alerts?state=burning&limit=0", headers=AUTH)
+
+    assert response.status_code == 400
+    assert set(response.get_json()["errors"]) == {"state", "limit"}
+
+
+def test_alerts_need_a_token(api: FlaskClient):
+    assert api.get("/api/v1/alerts").status_code == 401
