@@ -513,3 +513,40 @@ class AlertQuerySchema(_Strict):
 
 
 ALERT_QUERY_SCHEMA = AlertQuerySchema()
+
+
+# --- the read API's query parameters ----------------------------------------------------
+
+
+class Cursor(fields.Field[tuple[int, str]]):
+    """An opaque page cursor: "<score>.<sid>" (the last row of the previous page)."""
+
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> tuple[int, str]:
+        score, _, sid = str(value).partition(".")
+        if not score.isdigit() or not ID_PATTERN.fullmatch(sid):
+            raise ValidationError("Not a cursor this API returned.")
+        return int(score), sid
+
+
+def encode_cursor(score: int, sid: str) -> str:
+    """The cursor Cursor reads back: the position of the last row of a page."""
+    return f"{score}.{sid}"
+
+
+STATES = ("unknown", "started", "recording", "stopped", "uploaded", "backuped", "verified",
+          "exited", "exited_idle", "nothing_recorded", "failed")  # fmt: skip
+
+
+class RecordingListQuerySchema(_Strict):
+    """GET /api/v1/recordings query parameters."""
+
+    state = fields.String(validate=validate.OneOf(STATES))
+    cname = fields.String(validate=validate.Length(1, 1024))
+    since = fields.Integer(validate=validate.Range(0), metadata={"description": "Unix ms"})
+    cursor = Cursor()
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+RECORDING_LIST_QUERY_SCHEMA = RecordingListQuerySchema()

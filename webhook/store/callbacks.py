@@ -22,6 +22,7 @@ from redis.retry import Retry
 from webhook.errors import StoreUnavailableError
 from webhook.events import Callback, RecordedFile
 from webhook.store import keys
+from webhook.store.pages import newest_first
 
 logger = logging.getLogger(__name__)
 
@@ -318,6 +319,20 @@ class CallbackStore:
         if not data or b"events" not in data:
             return None
         return _summary(sid, data, files)
+
+    def recent_sessions(
+        self,
+        *,
+        cname: str | None = None,
+        since_ms: int | None = None,
+        after: tuple[int, str] | None = None,
+        limit: int = 50,
+    ) -> list[tuple[str, int]]:
+        """(sid, last activity ms), most recent first, from the indexes (never a SCAN).
+
+        `after` is the (score, sid) of the last row of the previous page."""
+        key = keys.sessions_by_cname(cname) if cname else keys.sessions_by_activity()
+        return newest_first(self.redis, key, since_ms=since_ms, after=after, limit=limit)
 
     def stats(self) -> dict[str, int]:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))

@@ -11,6 +11,7 @@ from redis import Redis
 
 from webhook.recordings import RecordingFacts, StartCall, State, StopCall
 from webhook.store import keys
+from webhook.store.pages import newest_first
 
 # A session's call log is short (start, stop, a few queries); bounded all the same.
 MAX_CALLS_PER_SESSION = 1000
@@ -194,6 +195,14 @@ class RecordingStore:
             current = at_ms
         self.redis.expire(key, self.retention)
         return current
+
+    def in_state(
+        self, state: str, *, after: tuple[int, str] | None = None, limit: int = 50
+    ) -> list[tuple[str, int]]:
+        """(sid, ms it entered the state), newest first, from the per-state index."""
+        return newest_first(
+            self.redis, keys.recordings_by_state(state), since_ms=None, after=after, limit=limit
+        )
 
     def record_query(self, sid: str, *, at_ms: int, http_status: int) -> None:
         """The outcome of our last `query` to Agora for the session."""
