@@ -50,6 +50,13 @@ class NotFoundError(WebhookError):
     reason = "not_found"
 
 
+class NotReplayableError(WebhookError):
+    """A kept request that cannot go through the callback path again as it is."""
+
+    status = 409
+    reason = "not_replayable"
+
+
 class PayloadError(WebhookError):
     """The body is not a callback we can file under a session (not JSON, no ids)."""
 

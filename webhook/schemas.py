@@ -550,3 +550,12 @@ class RecordingListQuerySchema(_Strict):
 
 
 RECORDING_LIST_QUERY_SCHEMA = RecordingListQuerySchema()
+
+
+class RejectedQuerySchema(_Strict):
+    """GET /api/v1/rejected query parameters."""
+
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+
+
+REJECTED_QUERY_SCHEMA = RejectedQuerySchema()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from webhook.store.pages import newest_first
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["stored", "duplicate", "redundant"]
+STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 # redis-py types replies loosely; with decode_responses off these are the real shapes.
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
 
@@ -297,6 +299,15 @@ class CallbackStore:
         """The most recent refused requests, newest first."""
         entries = cast(list[StreamEntry], self.redis.xrevrange(keys.rejected(), count=count))
         return [_rejection(entry_id, fields) for entry_id, fields in entries]
+
+    def rejected_entry(self, entry_id: str) -> Rejection | None:
+        """One kept refused request by its id (None for anything not a stream id)."""
+        if not STREAM_ID.fullmatch(entry_id):
+            return None
+        found = cast(
+            list[StreamEntry], self.redis.xrange(keys.rejected(), min=entry_id, max=entry_id)
+        )
+        return _rejection(*found[0]) if found else None
 
     def events(self, sid: str) -> list[StoredEvent]:
         """The session's log in arrival order."""

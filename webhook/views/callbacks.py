@@ -10,15 +10,13 @@ from flask.typing import ResponseReturnValue
 
 from webhook.errors import (
     BodyTooLargeError,
-    PayloadError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
     WebhookError,
 )
 from webhook.extensions import current_queue, current_settings, current_store
-from webhook.jobs import enqueue_callback
-from webhook.schemas import load_callback
-from webhook.signature import HEADER_V1, HEADER_V2, verify
+from webhook.intake import accept
+from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
 from webhook.views.errors import error_response
 
@@ -44,17 +42,15 @@ def receive_callback() -> ResponseReturnValue:
     g.received_ms = now_ms()
     settings = current_settings()
     body = _read_json_body(settings.max_body_bytes)
-    if not settings.accepts_unsigned:
-        verify(
-            body,
-            signature_v2=request.headers.get(HEADER_V2),
-            signature_v1=request.headers.get(HEADER_V1),
-            secrets=settings.callback_secrets,
-        )
-    callback = load_callback(_parse_json(body))
-    result = current_store().record(callback, body, received_ms=g.received_ms)
-    if result.needs_handoff:
-        enqueue_callback(current_queue(), callback.sid, callback.notice_id, result.entry_id)
+    callback, result = accept(
+        settings,
+        current_store(),
+        current_queue(),
+        body,
+        signature_v2=request.headers.get(HEADER_V2),
+        signature_v1=request.headers.get(HEADER_V1),
+        received_ms=g.received_ms,
+    )
     logger.info(
         "callback %s",
         result.outcome,
@@ -95,13 +91,6 @@ def _read_json_body(max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes")
     return body
-
-
-def _parse_json(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise PayloadError(f"the body is not valid JSON: {err.msg} at byte {err.pos}") from None
 
 
 @bp.errorhandler(WebhookError)
