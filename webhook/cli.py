@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -9,14 +10,26 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO
+from typing import BinaryIO, TextIO, cast
 
 import click
+from redis import Redis
 
+from webhook.config import Settings
+from webhook.errors import ConfigError, WebhookError
+from webhook.intake import accept
+from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
+from webhook.reports import recording_document, timeline_document
+from webhook.schemas import STATES
 from webhook.signature import HEADER_V1, HEADER_V2, sign
+from webhook.store import CallbackStore, connect, keys, now_ms
+from webhook.store.alerts import AlertStore
+from webhook.store.recordings import RecordingStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("AGORA_VAR_DIR", PROJECT_ROOT / "var"))
@@ -136,3 +149,163 @@ def dev_command(port: int) -> None:
             redis.stop()
         click.echo("stopped")
     sys.exit(exit_code)
+
+
+# --- operator commands: they read the service's environment (REDIS_URL, ...) -------------
+
+
+@dataclass(frozen=True)
+class _Ops:
+    settings: Settings
+    redis: Redis
+    store: CallbackStore
+    recordings: RecordingStore
+    alerts: AlertStore
+
+
+def _ops() -> _Ops:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        raise click.ClickException(f"configuration: {err.message}") from None
+    redis = connect(settings.redis_url, timeout=timedelta(seconds=5))
+    return _Ops(
+        settings,
+        redis,
+        CallbackStore(redis, retention=settings.retention, dedupe_window=settings.dedupe_window,
+                      rejected_max=settings.rejected_max),
+        RecordingStore(redis, retention=settings.retention),
+        AlertStore(redis, retention=settings.retention),
+    )  # fmt: skip
+
+
+def _print_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+@main.command("show")
+@click.argument("sid")
+@click.option("--events", is_flag=True, help="Add the event timeline.")
+def show_command(sid: str, events: bool) -> None:
+    """Everything known about one recording session."""
+    ops = _ops()
+    found = recording_document(sid, ops.store, ops.recordings, ops.alerts)
+    if found is None:
+        raise click.ClickException(f"no recording {sid!r}")
+    if events:
+        found["timeline"] = timeline_document(sid, ops.store)
+    _print_json(found)
+
+
+@main.command("tail")
+@click.argument("sid")
+def tail_command(sid: str) -> None:
+    """Follow one session's new events as JSON lines (Ctrl-C to stop)."""
+    ops = _ops()
+    # Blocking reads need no socket timeout of their own.
+    redis = Redis.from_url(ops.settings.redis_url)
+    last: bytes | str = "$"
+    try:
+        while True:
+            answer = cast(
+                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
+                redis.xread({keys.events(sid): last}, block=5000, count=100),
+            )
+            for _, entries in answer or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    click.echo(json.dumps({
+                        "entry_id": entry_id.decode(), "event_type": int(fields[b"type"]),
+                        "sequence": fields[b"seq"].decode() or None,
+                        "received_ms": int(fields[b"recv"]), "notice_id": fields[b"nid"].decode(),
+                    }))  # fmt: skip
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("alerts")
+@click.option("--state", type=click.Choice(["open", "acknowledged", "resolved"]), default="open")
+@click.option("--kind", default=None, help="Only this kind, e.g. backup_not_uploaded.")
+def alerts_command(state: str, kind: str | None) -> None:
+    """Alerts in one state, newest change first."""
+    for alert in _ops().alerts.in_state(state, limit=1000):  # type: ignore[arg-type]  # a Choice of the states
+        if kind is None or alert.kind == kind:
+            click.echo(f"{alert.id}  {alert.severity:8s} {alert.kind:22s} {alert.sid}  "
+                       f"{alert.message}")  # fmt: skip
+
+
+@main.command("ack")
+@click.argument("alert_id")
+def ack_command(alert_id: str) -> None:
+    """Acknowledge an alert (it still resolves by itself when its condition clears)."""
+    alert = _ops().alerts.acknowledge(alert_id, now_ms=now_ms())
+    if alert is None:
+        raise click.ClickException(f"no alert {alert_id!r}")
+    click.echo(f"{alert.id} {alert.state}")
+
+
+@main.command("replay-rejected")
+@click.argument("entry_id")
+def replay_rejected_command(entry_id: str) -> None:
+    """Take a refused callback in again through the normal path (signature included)."""
+    ops = _ops()
+    kept = ops.store.rejected_entry(entry_id)
+    if kept is None:
+        raise click.ClickException(f"no refused request {entry_id!r}")
+    if kept.body_truncated:
+        raise click.ClickException("the kept body was truncated at the size limit")
+    try:
+        _, result = accept(
+            ops.settings, ops.store, callback_queue(ops.redis, ops.settings.queue_name),
+            kept.body, signature_v2=kept.headers.get(HEADER_V2),
+            signature_v1=kept.headers.get(HEADER_V1), received_ms=now_ms(),
+        )  # fmt: skip
+    except WebhookError as err:
+        raise click.ClickException(f"{err.reason}: {err.message}") from None
+    click.echo("stored" if result.outcome == "stored" else "duplicate")
+
+
+@main.command("export")
+@click.option("--out", type=click.File("w"), default="-", show_default=True)
+@click.option("--events/--no-events", default=True, show_default=True)
+def export_command(out: TextIO, events: bool) -> None:
+    """Every retained session (and its events) as NDJSON, newest first."""
+    ops = _ops()
+    total = int(ops.redis.zcard(keys.sessions_by_activity()))
+    after: tuple[int, str] | None = None
+    with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
+        while page := ops.store.recent_sessions(after=after, limit=500):
+            for sid, score in page:
+                document = recording_document(sid, ops.store, ops.recordings, ops.alerts)
+                if document is not None:
+                    out.write(json.dumps({"type": "session"} | document) + "\n")
+                timeline = timeline_document(sid, ops.store) if events else None
+                for event in (timeline or {}).get("events", ()):
+                    out.write(json.dumps({"type": "event", "sid": sid} | event) + "\n")
+                after = (score, sid)
+                bar.update(1)
+
+
+@main.command("prune")
+def prune_command() -> None:
+    """Apply the retention to every index now (writes also do it as they go)."""
+    ops = _ops()
+    now = now_ms()
+    removed = ops.store.prune(now) + ops.recordings.prune(now, STATES) + ops.alerts.prune(now)
+    click.echo(f"removed {removed} index entries older than the retention")
+
+
+@main.command("worker")
+def worker_command() -> None:
+    """Run one RQ worker with the scheduler (python -m workers)."""
+    os.execv(sys.executable, [sys.executable, "-m", "workers"])  # noqa: S606  # our own module
+
+
+@main.command("serve")
+def serve_command() -> None:
+    """Run the web app under gunicorn with deploy/gunicorn.conf.py."""
+    os.chdir(PROJECT_ROOT)
+    os.execv(  # noqa: S606  # our own entry point
+        sys.executable,
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+    )

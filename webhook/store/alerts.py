@@ -121,6 +121,14 @@ class AlertStore:
         pipe.zadd(keys.alerts_by_state(state), {identifier: now_ms})
         pipe.expire(keys.alert(identifier), self.retention)
 
+    def prune(self, now_ms: int) -> int:
+        """Apply the retention to the state indexes now (alerts themselves expire)."""
+        oldest = now_ms - int(self.retention.total_seconds() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for state in STATES:
+            pipe.zremrangebyscore(keys.alerts_by_state(state), "-inf", f"({oldest}")
+        return sum(int(n) for n in pipe.execute())
+
     def get(self, identifier: str) -> Alert | None:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.alert(identifier)))
         return _alert(data) if data else None

@@ -345,6 +345,13 @@ class CallbackStore:
         key = keys.sessions_by_cname(cname) if cname else keys.sessions_by_activity()
         return newest_first(self.redis, key, since_ms=since_ms, after=after, limit=limit)
 
+    def prune(self, now_ms: int) -> int:
+        """Apply the retention to the activity index now (writes also do it as they go);
+        per-session keys and channel indexes expire by themselves. Returns entries removed."""
+        oldest = now_ms - int(self.retention.total_seconds() * 1000)
+        removed = self.redis.zremrangebyscore(keys.sessions_by_activity(), "-inf", f"({oldest}")
+        return int(removed)
+
     def stats(self) -> dict[str, int]:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))
         return {k.decode(): int(v) for k, v in data.items()}

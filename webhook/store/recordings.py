@@ -204,6 +204,14 @@ class RecordingStore:
             self.redis, keys.recordings_by_state(state), since_ms=None, after=after, limit=limit
         )
 
+    def prune(self, now_ms: int, states: tuple[str, ...]) -> int:
+        """Apply the retention to the per-state indexes now. Returns entries removed."""
+        oldest = now_ms - int(self.retention.total_seconds() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for state in states:
+            pipe.zremrangebyscore(keys.recordings_by_state(state), "-inf", f"({oldest}")
+        return sum(int(n) for n in pipe.execute())
+
     def record_query(self, sid: str, *, at_ms: int, http_status: int) -> None:
         """The outcome of our last `query` to Agora for the session."""
         key = keys.recording(sid)

@@ -1,0 +1,116 @@
+"""agora-webhook's operator commands against a real redis-server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+
+from tests.conftest import SECRET, load_example
+from webhook.cli import main
+from webhook.config import Settings
+from webhook.schemas import load_callback
+from webhook.signature import HEADER_V2, sign
+from webhook.store import CallbackStore, Rejection
+from webhook.store.alerts import AlertStore
+
+SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
+
+
+@pytest.fixture
+def cli(settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("AGORA_CALLBACK_SECRETS", SECRET)
+    monkeypatch.setenv("APP_ENV", "production")
+    return CliRunner()
+
+
+def store_example(redis: Redis, prefix: str) -> dict[str, object]:
+    body = load_example(prefix)
+    CallbackStore(redis).record(load_callback(body), json.dumps(body).encode(),
+                                received_ms=1_749_551_500_000)  # fmt: skip
+    return body
+
+
+def test_show_prints_a_recording_with_its_timeline(cli: CliRunner, redis: Redis):
+    store_example(redis, "31_")
+
+    result = cli.invoke(main, ["show", SID, "--events"])
+
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert shown["upload_status"] == "uploaded"
+    assert [e["event_type"] for e in shown["timeline"]["events"]] == [31]
+
+
+def test_show_of_an_unknown_sid_fails_clearly(cli: CliRunner):
+    result = cli.invoke(main, ["show", "nobody"])
+
+    assert result.exit_code == 1
+    assert "no recording 'nobody'" in result.output
+
+
+def test_alerts_lists_and_ack_acknowledges(cli: CliRunner, redis: Redis):
+    from webhook.store import now_ms
+
+    alert, _ = AlertStore(redis).raise_alert(
+        sid=SID, cname="class1024", kind="backup_not_uploaded", message="files missing",
+        evidence={}, now_ms=now_ms(),
+    )  # fmt: skip
+
+    listed = cli.invoke(main, ["alerts"])
+    acked = cli.invoke(main, ["ack", alert.id])
+    after = cli.invoke(main, ["alerts", "--state", "acknowledged"])
+
+    assert alert.id in listed.output
+    assert "backup_not_uploaded" in listed.output
+    assert acked.output.strip() == f"{alert.id} acknowledged"
+    assert alert.id in after.output
+    assert cli.invoke(main, ["ack", "al_nothing"]).exit_code == 1
+
+
+def test_replay_rejected_takes_a_kept_callback_in_again(cli: CliRunner, redis: Redis):
+    raw = json.dumps(load_example("40_")).encode()
+    entry = CallbackStore(redis).record_rejected(Rejection(
+        reason="signature_mismatch", status=401, message="", received_ms=1, remote_addr=None,
+        body=raw, body_truncated=False, headers={HEADER_V2: sign(raw, SECRET)},
+    ))  # fmt: skip
+
+    first = cli.invoke(main, ["replay-rejected", entry])
+    again = cli.invoke(main, ["replay-rejected", entry])
+
+    assert (first.exit_code, first.output.strip()) == (0, "stored")
+    assert again.output.strip() == "duplicate"
+
+
+def test_export_writes_sessions_and_events_as_ndjson(cli: CliRunner, redis: Redis, tmp_path):
+    store_example(redis, "40_")
+    store_example(redis, "31_")
+    out = tmp_path / "export.ndjson"
+
+    result = cli.invoke(main, ["export", "--out", str(out)])
+
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["type"] for line in lines] == ["session", "event", "event"]
+    assert lines[0]["sid"] == SID
+
+
+def test_prune_reports_what_it_removed(cli: CliRunner, redis: Redis):
+    redis.zadd("agora:sessions", {"ancient": 1})
+
+    result = cli.invoke(main, ["prune"])
+
+    assert result.exit_code == 0
+    assert result.output.strip() == "removed 1 index entries older than the retention"
+
+
+def test_a_broken_configuration_is_a_clear_error(cli: CliRunner, monkeypatch):
+    monkeypatch.delenv("AGORA_CALLBACK_SECRETS")
+
+    result = cli.invoke(main, ["alerts"])
+
+    assert result.exit_code == 1
+    assert "AGORA_CALLBACK_SECRETS" in result.output

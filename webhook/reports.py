@@ -1,0 +1,111 @@
+"""JSON documents about recordings, shared by the read API and the CLI. No Flask here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from webhook.alerts import Alert
+from webhook.events import EventType
+from webhook.recordings import RecordingFacts
+from webhook.store import CallbackStore, SessionSummary, StoredEvent
+from webhook.store.alerts import AlertStore
+from webhook.store.recordings import RecordingStore
+
+
+def recording_document(
+    sid: str, store: CallbackStore, recordings: RecordingStore, alerts: AlertStore
+) -> dict[str, Any] | None:
+    """Everything about one session; None when nothing is known about it."""
+    summary = store.session(sid)
+    facts = recordings.facts(sid)
+    if summary is None and facts.start is None:
+        return None
+    found = alerts.for_session(sid)
+    return overview(sid, summary, facts, found) | {
+        "summary": summary_document(summary),
+        "start": None if facts.start is None else {
+            "resource_id": facts.start.resource_id, "cname": facts.start.cname,
+            "uid": facts.start.uid, "mode": facts.start.mode,
+            "storage": dict(facts.start.storage), "started_ms": facts.start.started_ms,
+        },
+        "stop": None if facts.stop is None else {
+            "http_status": facts.stop.http_status, "code": facts.stop.code,
+            "uploading_status": facts.stop.uploading_status,
+            "files": list(facts.stop.file_names), "stopped_ms": facts.stop.stopped_ms,
+        },
+        "verification": dict(facts.verification),
+        "calls": recordings.calls(sid),
+        "alerts": [a.as_document() for a in found],
+    }  # fmt: skip
+
+
+def timeline_document(sid: str, store: CallbackStore) -> dict[str, Any] | None:
+    """The session's events by sequence, with arrival order, flags and the gaps."""
+    events = store.events(sid)
+    if not events:
+        return None
+    summary = store.session(sid)
+    arrival = {e.entry_id: n for n, e in enumerate(events)}
+    ordered = sorted(events, key=lambda e: (e.sequence is None, e.sequence or 0, e.received_ms))
+    seen = {e.sequence for e in events if e.sequence is not None}
+    highest = max(seen, default=-1)
+    return {
+        "sid": sid,
+        "events": [event_document(e, arrival[e.entry_id]) for e in ordered],
+        "duplicates_received": summary.duplicates if summary else 0,
+        "redundant_copies": sum(1 for e in events if e.redundant_of),
+        "missing_sequences": [n for n in range(highest + 1) if n not in seen][:1000],
+    }
+
+
+def event_document(event: StoredEvent, arrival_index: int) -> dict[str, Any]:
+    known = EventType.known(event.event_type)
+    return {
+        "entry_id": event.entry_id,
+        "notice_id": event.notice_id,
+        "event_type": event.event_type,
+        "msg_name": EventType(event.event_type).msg_name if known else None,
+        "sequence": event.sequence,
+        "sendts": event.sendts,
+        "received_ms": event.received_ms,
+        "arrival_index": arrival_index,
+        "valid": not event.errors,
+        "errors": dict(event.errors),
+        "unknown_type": not known,
+        "redundant_of": event.redundant_of,
+        "body": event.document,
+    }
+
+
+def overview(
+    sid: str, summary: SessionSummary | None, facts: RecordingFacts, alerts: Sequence[Alert]
+) -> dict[str, Any]:
+    return {
+        "sid": sid,
+        "cname": (summary.cname if summary else None) or (facts.start.cname if facts.start
+                                                          else None),
+        "state": facts.state,
+        "last_seen_ms": summary.last_seen_ms if summary else None,
+        "upload_status": summary.upload_status if summary else None,
+        "upload_progress": summary.upload_progress if summary else None,
+        "open_alerts": sum(1 for a in alerts if a.state != "resolved"),
+    }  # fmt: skip
+
+
+def summary_document(summary: SessionSummary | None) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    return {
+        "uid": summary.uid, "first_seen_ms": summary.first_seen_ms,
+        "last_seen_ms": summary.last_seen_ms, "first_event_ms": summary.first_event_ms,
+        "last_event_ms": summary.last_event_ms, "last_event_type": summary.last_event_type,
+        "events": summary.events, "counts": {str(k): v for k, v in summary.counts.items()},
+        "invalid": summary.invalid, "unknown_type": summary.unknown_type,
+        "duplicates": summary.duplicates, "redundant": summary.redundant,
+        "upload_progress": summary.upload_progress, "upload_status": summary.upload_status,
+        "upload_ok": summary.upload_ok,
+        "files": [{"file_name": f.file_name, "track_type": f.track_type, "uid": f.uid,
+                   "slice_start_ms": f.slice_start_ms} for f in summary.files],
+        "max_sequence": summary.max_sequence, "sequence_gaps": summary.sequence_gaps,
+    }  # fmt: skip
