@@ -1,6 +1,8 @@
 """gunicorn settings, from the environment. `gunicorn -c deploy/gunicorn.conf.py wsgi:app`."""
 
 import os
+import tempfile
+from pathlib import Path
 
 from webhook.config import Settings
 from webhook.logconfig import logging_config
@@ -28,3 +30,20 @@ _settings = Settings.from_env()
 logconfig_dict = logging_config(
     _settings.log_format, _settings.log_level, access_log=accesslog is not None
 )
+
+# Prometheus multiprocess mode: every worker writes its counters to files in one directory
+# that /metrics (served by any worker) adds up. Set before any worker imports the client.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agora-metrics-")
+
+
+def on_starting(server: object) -> None:
+    # Counts from a previous run must not be added to this one's.
+    for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: object, worker: object) -> None:
+    from prometheus_client import multiprocess  # after the directory is set
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]  # a gunicorn Worker

@@ -15,6 +15,7 @@ from webhook.config import Settings
 from webhook.errors import PayloadError
 from webhook.events import Callback
 from webhook.jobs import enqueue_callback
+from webhook.metrics import STORE_SECONDS
 from webhook.schemas import load_callback
 from webhook.signature import verify
 from webhook.store import CallbackStore, RecordResult
@@ -59,7 +60,8 @@ def accept(
             secrets=settings.callback_secrets,
         )
     callback = load_callback(parse_json(body))
-    result = store.record(callback, body, received_ms=received_ms)
+    with STORE_SECONDS.time():
+        result = store.record(callback, body, received_ms=received_ms)
     if result.needs_handoff:
         enqueue_callback(queue, callback.sid, callback.notice_id, result.entry_id)
     return Accepted(callback, result)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from tests.conftest import DATA, SECRET, load_example
@@ -110,6 +111,19 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
     assert redis.hget(keys.stats(), "stored") == str(len(answers)).encode()
     # Follow-up events (uploaded, backuped, errors, exit, ...) are confirmed by the worker.
     wait_for(lambda: redis.zcard(keys.pending_handoffs()) == 0, 20, "the worker's follow-up")
+    # Two gunicorn workers took them; any one of them reports the sum (multiprocess mode).
+    for _ in range(4):
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        counted = sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "agora_callbacks_total"
+        )
+        assert counted == len(answers)
+    with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
+        assert json.loads(response.read())["workers"] >= 1
 
 
 def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis]):

@@ -16,6 +16,7 @@ from webhook.errors import (
 )
 from webhook.extensions import current_queue, current_settings, current_store
 from webhook.intake import accept
+from webhook.metrics import ACK_SECONDS, CALLBACKS, REJECTED
 from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
 from webhook.views.errors import error_response
@@ -51,6 +52,10 @@ def receive_callback() -> ResponseReturnValue:
         signature_v1=request.headers.get(HEADER_V1),
         received_ms=g.received_ms,
     )
+    latency_ms = now_ms() - g.received_ms
+    event_label = str(callback.event_type) if callback.is_known_type else "unknown"
+    CALLBACKS.labels(event_label, result.outcome).inc()
+    ACK_SECONDS.observe(latency_ms / 1000)
     logger.info(
         "callback %s",
         result.outcome,
@@ -60,7 +65,7 @@ def receive_callback() -> ResponseReturnValue:
             "event_type": callback.event_type,
             "outcome": result.outcome,
             "valid": callback.is_valid,
-            "latency_ms": now_ms() - g.received_ms,
+            "latency_ms": latency_ms,
         },
     )
     return _answer(result)
@@ -96,6 +101,7 @@ def _read_json_body(max_bytes: int) -> bytes:
 @bp.errorhandler(WebhookError)
 def keep_refused_callback(err: WebhookError) -> ResponseReturnValue:
     """Every refused callback is kept (bounded) with its reason, so nothing is lost."""
+    REJECTED.labels(err.reason).inc()
     if err.status in _KEPT_STATUSES:
         _keep_rejected(err)
     elif err.status >= 500:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from webhook.extensions import current_store
+from webhook.extensions import current_alerts, current_queue, current_store
+from webhook.metrics import recent_workers, render
 
 bp = Blueprint("health", __name__)
 
@@ -18,7 +20,20 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Ready to take callbacks: Redis answers. Not ready -> 503, so traffic goes elsewhere."""
-    if current_store().ping():
-        return {"status": "ready", "redis": "ok"}
-    return {"status": "unavailable", "redis": "unreachable"}, 503
+    """Ready to take callbacks: Redis answers. Not ready -> 503, so traffic goes elsewhere.
+
+    Workers are reported, not required: a web replica without workers still stores every
+    callback (their follow-ups wait in the queue), while taking it out of the load
+    balancer would make Agora's retries fail and its notifications be dropped."""
+    if not current_store().ping():
+        return {"status": "unavailable", "redis": "unreachable"}, 503
+    alive = recent_workers(current_store().redis)
+    return {"status": "ready", "redis": "ok", "workers": alive,
+            "workers_status": "ok" if alive else "none with a recent heartbeat"}  # fmt: skip
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """Prometheus exposition: callbacks, refusals, latencies, queue, jobs, alerts."""
+    body = render(current_store().redis, current_queue(), current_alerts())
+    return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0])

@@ -1,0 +1,136 @@
+"""Prometheus metrics: counters the processes keep, and gauges read from Redis at scrape time.
+
+Counters and histograms work under several gunicorn workers (and the RQ workers on the same
+host) through prometheus_client's multiprocess mode: set PROMETHEUS_MULTIPROC_DIR to an
+empty directory before any process starts (deploy/gunicorn.conf.py does it for the web).
+Pipeline state (queue depth, failed jobs, open alerts, the oldest unreconciled session) is
+read from Redis when /metrics is scraped, so every replica reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import cast
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
+
+from webhook.store import keys, now_ms
+from webhook.store.alerts import AlertStore
+
+CALLBACKS = Counter(
+    "agora_callbacks_total", "Callbacks received, by eventType and outcome",
+    ["event_type", "outcome"],
+)  # fmt: skip
+REJECTED = Counter(
+    "agora_callbacks_rejected_total", "Requests refused, by reason (signature failures too)",
+    ["reason"],
+)  # fmt: skip
+ACK_SECONDS = Histogram(
+    "agora_callback_ack_seconds", "From reading a callback to answering it",
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+)  # fmt: skip
+STORE_SECONDS = Histogram(
+    "agora_store_seconds", "The one Redis round trip that records a callback",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 2),
+)  # fmt: skip
+
+
+class PipelineCollector(Collector):
+    """Gauges read from Redis at scrape time."""
+
+    def __init__(self, redis: Redis, queue: Queue, alerts: AlertStore) -> None:
+        self.redis, self.queue, self.alerts = redis, queue, alerts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            yield from self._collect()
+        except RedisError:
+            up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
+            up.add_metric([], 0)
+            yield up
+
+    def _collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
+        up.add_metric([], 1)
+        yield up
+        depth = GaugeMetricFamily("agora_queue_depth", "Jobs waiting in the RQ queue")
+        depth.add_metric([], self.queue.count)
+        yield depth
+        failed = GaugeMetricFamily("agora_failed_jobs", "Jobs in RQ's failed registry")
+        failed.add_metric([], self.queue.failed_job_registry.count)
+        yield failed
+        scheduled = self.queue.scheduled_job_registry
+        lag = GaugeMetricFamily(
+            "agora_scheduler_lag_seconds", "How late the most overdue scheduled job is"
+        )
+        # The scheduled registry is scored by run time: its lowest score in the past is how
+        # far behind the scheduler is.
+        oldest = _lowest_score(self.redis, scheduled.key)
+        lag.add_metric([], max(0.0, now_ms() / 1000 - oldest) if oldest is not None else 0)
+        yield lag
+        open_alerts = GaugeMetricFamily(
+            "agora_open_alerts",
+            "Alerts not resolved, by kind and severity",
+            labels=["kind", "severity"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for state in ("open", "acknowledged"):
+            for alert in self.alerts.in_state(state, limit=10_000):
+                key = (alert.kind, alert.severity)
+                counts[key] = counts.get(key, 0) + 1
+        for (kind, severity), count in sorted(counts.items()):
+            open_alerts.add_metric([kind, severity], count)
+        yield open_alerts
+        due_ms = _lowest_score(self.redis, keys.active_recordings())
+        age = GaugeMetricFamily(
+            "agora_oldest_unreconciled_seconds",
+            "How long the most overdue active session has waited for reconciliation",
+        )
+        age.add_metric([], max(0.0, (now_ms() - due_ms) / 1000) if due_ms is not None else 0)
+        yield age
+        workers = GaugeMetricFamily(
+            "agora_workers_alive", "RQ workers with a heartbeat in the last two minutes"
+        )
+        workers.add_metric([], recent_workers(self.redis))
+        yield workers
+
+
+# RQ workers heartbeat every few seconds; two minutes of silence means none is working.
+WORKER_SILENCE_S = 120
+
+
+def recent_workers(redis: Redis) -> int:
+    """How many RQ workers sent a heartbeat within WORKER_SILENCE_S."""
+    now = datetime.now(UTC)
+    return sum(
+        1
+        for worker in Worker.all(connection=redis)
+        if worker.last_heartbeat is not None
+        and (now - worker.last_heartbeat.replace(tzinfo=UTC)).total_seconds() < WORKER_SILENCE_S
+    )
+
+
+def _lowest_score(redis: Redis, key: str) -> float | None:
+    rows = cast(list[tuple[bytes, float]], redis.zrange(key, 0, 0, withscores=True))
+    return float(rows[0][1]) if rows else None
+
+
+def render(redis: Redis, queue: Queue, alerts: AlertStore) -> bytes:
+    """The exposition text for /metrics: the processes' counters, then the pipeline gauges
+    (distinct metric families, so the two texts simply follow each other)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        counters = CollectorRegistry()
+        MultiProcessCollector(counters)  # type: ignore[no-untyped-call]  # unannotated upstream
+    else:
+        counters = REGISTRY
+    pipeline = CollectorRegistry()
+    pipeline.register(PipelineCollector(redis, queue, alerts))
+    return generate_latest(counters) + generate_latest(pipeline)
