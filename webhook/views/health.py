@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from webhook.extensions import current_alerts, current_queue, current_store
 from webhook.metrics import recent_workers, render
+from webhook.openapi import openapi_document
 
 bp = Blueprint("health", __name__)
 
@@ -30,6 +31,12 @@ def readyz() -> ResponseReturnValue:
     alive = recent_workers(current_store().redis)
     return {"status": "ready", "redis": "ok", "workers": alive,
             "workers_status": "ok" if alive else "none with a recent heartbeat"}  # fmt: skip
+
+
+@bp.get("/api/v1/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """The API's OpenAPI document, generated from the marshmallow schemas."""
+    return openapi_document()
 
 
 @bp.get("/metrics")
