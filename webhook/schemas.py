@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from marshmallow import (
     EXCLUDE,
@@ -28,6 +28,7 @@ from marshmallow import (
 
 from webhook.errors import PayloadError
 from webhook.events import Callback, EventType, RecordedFile
+from webhook.recordings import State
 
 # Ids become parts of Redis keys and log lines: printable, bounded, no whitespace, and no
 # braces (a brace in a sid would break the {sid} Cluster hash tag of its keys).
@@ -535,8 +536,8 @@ def encode_cursor(score: int, sid: str) -> str:
     return f"{score}.{sid}"
 
 
-STATES = ("unknown", "started", "recording", "stopped", "uploaded", "backuped", "verified",
-          "exited", "exited_idle", "nothing_recorded", "failed")  # fmt: skip
+# The lifecycle states, spelled once in webhook.recordings.
+STATES: tuple[str, ...] = get_args(State)
 
 
 class RecordingListQuerySchema(_Strict):

@@ -38,67 +38,61 @@ class RecordingStore:
 
     def record_start(self, sid: str, start: StartCall) -> bool:
         """Remember the app's start; False when it was already known (a repeat)."""
-        key = keys.recording(sid)
-        written = self.redis.transaction(
-            lambda pipe: self._write_start(pipe, sid, start),  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
-            key,
-            value_from_callable=True,
-        )
-        return bool(written)
-
-    def _write_start(self, pipe: Any, sid: str, start: StartCall) -> bool:
-        # WATCHed: the check and the write are one transaction, so a failed write leaves
-        # nothing behind and a retry records the start.
-        key = keys.recording(sid)
-        if pipe.hexists(key, "resource_id"):
-            return False
-        pipe.multi()
-        pipe.hset(
-            key,
-            mapping={
-                "resource_id": start.resource_id,
-                "cname": start.cname,
-                "uid": start.uid,
-                "mode": start.mode,
-                "start_request": _json(start.client_request),
-                "started_ms": start.started_ms,
-            },
-        )
-        pipe.expire(key, self.retention)
-        pipe.zadd(keys.active_recordings(), {sid: start.started_ms}, nx=True)
-        self._log_call(pipe, sid, "start", start.started_ms, {"resourceId": start.resource_id})
-        return True
+        fields = {
+            "resource_id": start.resource_id,
+            "cname": start.cname,
+            "uid": start.uid,
+            "mode": start.mode,
+            "start_request": _json(start.client_request),
+            "started_ms": start.started_ms,
+        }
+        summary = {"resourceId": start.resource_id}
+        return self._record_once(sid, "resource_id", fields, "start", start.started_ms, summary)
 
     def record_stop(self, sid: str, stop: StopCall) -> bool:
         """Remember Agora's answer to the app's stop; False when already known."""
+        fields = {
+            "stopped_ms": stop.stopped_ms,
+            "stop_http_status": stop.http_status,
+            "stop_code": "" if stop.code is None else stop.code,
+            "stop_uploading_status": stop.uploading_status or "",
+            "stop_files": _json(list(stop.file_names)),
+            "stop_response": _json(stop.response),
+        }
+        summary = {"httpStatus": stop.http_status}
+        return self._record_once(sid, "stopped_ms", fields, "stop", stop.stopped_ms, summary)
+
+    def _record_once(
+        self,
+        sid: str,
+        marker: str,
+        fields: Mapping[str, Any],
+        endpoint: str,
+        at_ms: int,
+        summary: Mapping[str, Any],
+    ) -> bool:
+        """Write an app call's fields unless `marker` is already there; False for a repeat.
+
+        WATCHed: the check and the write are one transaction, so a failed write leaves
+        nothing behind and a retry records the call."""
         key = keys.recording(sid)
+
+        def write(pipe: Any) -> bool:
+            if pipe.hexists(key, marker):
+                return False
+            pipe.multi()
+            pipe.hset(key, mapping=dict(fields))
+            pipe.expire(key, self.retention)
+            pipe.zadd(keys.active_recordings(), {sid: at_ms}, nx=True)
+            self._log_call(pipe, sid, endpoint, at_ms, summary)
+            return True
+
         written = self.redis.transaction(
-            lambda pipe: self._write_stop(pipe, sid, stop),  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
+            write,  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
             key,
             value_from_callable=True,
         )
         return bool(written)
-
-    def _write_stop(self, pipe: Any, sid: str, stop: StopCall) -> bool:
-        key = keys.recording(sid)
-        if pipe.hexists(key, "stopped_ms"):
-            return False
-        pipe.multi()
-        pipe.hset(
-            key,
-            mapping={
-                "stopped_ms": stop.stopped_ms,
-                "stop_http_status": stop.http_status,
-                "stop_code": "" if stop.code is None else stop.code,
-                "stop_uploading_status": stop.uploading_status or "",
-                "stop_files": _json(list(stop.file_names)),
-                "stop_response": _json(stop.response),
-            },
-        )
-        pipe.expire(key, self.retention)
-        pipe.zadd(keys.active_recordings(), {sid: stop.stopped_ms}, nx=True)
-        self._log_call(pipe, sid, "stop", stop.stopped_ms, {"httpStatus": stop.http_status})
-        return True
 
     def record_call(self, sid: str, endpoint: str, at_ms: int, summary: Mapping[str, Any]) -> None:
         """Append one app call (request summary without secrets) to the session's call log."""
