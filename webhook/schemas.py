@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, get_args
 
+import orjson
 from marshmallow import (
     EXCLUDE,
     Schema,
@@ -474,6 +475,19 @@ def load_callback(doc: Any) -> Callback:
 # --- the app's calls, forwarded to /api/v1/recordings -----------------------------------
 
 
+class JsonObject(fields.Dict):
+    """A JSON object we can store and read back: orjson carries integers up to 64 bits, so
+    a larger one is refused here with a 400 rather than failing later."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        loaded = super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
+        try:
+            orjson.dumps(loaded)
+        except TypeError:
+            raise ValidationError("Contains a number beyond the 64-bit range.") from None
+        return loaded
+
+
 class RecordingStartSchema(_Strict):
     """POST /api/v1/recordings: the start the app made, in Agora's own vocabulary."""
 
@@ -487,7 +501,7 @@ class RecordingStartSchema(_Strict):
     cname = fields.String(required=True, validate=validate.Length(1, 1024))
     uid = StringOrNumber(required=True)
     mode = fields.String(required=True, validate=validate.OneOf(("individual", "mix", "web")))
-    client_request = fields.Dict(data_key="clientRequest", load_default=dict)
+    client_request = JsonObject(data_key="clientRequest", load_default=dict)
 
 
 class RecordingStopSchema(_Strict):
@@ -496,7 +510,7 @@ class RecordingStopSchema(_Strict):
     http_status = fields.Integer(
         data_key="httpStatus", required=True, strict=True, validate=validate.Range(100, 599)
     )
-    response = fields.Dict(required=True)
+    response = JsonObject(required=True)
 
 
 RECORDING_START_SCHEMA = RecordingStartSchema()

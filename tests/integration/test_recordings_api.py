@@ -123,6 +123,14 @@ class TestStart:
         assert response.status_code == 400
         assert "mode" in response.get_json()["errors"]
 
+    def test_a_number_beyond_64_bits_is_400_not_a_500(self, api: FlaskClient):
+        body = START | {"clientRequest": {"recordingConfig": {"maxIdleTime": 2**64}}}
+
+        response = call(api, "/api/v1/recordings", body)
+
+        assert response.status_code == 400
+        assert "clientRequest" in response.get_json()["errors"]
+
     def test_a_body_that_is_not_an_object_is_400(self, api: FlaskClient):
         response = api.post(
             "/api/v1/recordings", data=b"[1]", content_type="application/json",
