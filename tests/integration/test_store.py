@@ -14,7 +14,7 @@ from redis import Redis
 
 from tests.conftest import load_example
 from webhook.schemas import load_callback
-from webhook.store import CallbackStore, SessionSummary, keys
+from webhook.store import CallbackStore, Rejection, SessionSummary, keys
 
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
 RECEIVED_MS = 1_749_551_500_000
@@ -242,3 +242,32 @@ def test_a_redundant_copy_in_any_order_leaves_the_same_summary(store: CallbackSt
     assert summary(store) == first
     assert first.redundant == 1
     assert first.events == 1
+
+
+class TestTrafficByMinute:
+    def test_each_outcome_is_counted_in_its_arrival_minute(self, store: CallbackStore):
+        minute = RECEIVED_MS // 60_000 * 60_000
+        record(store, event("33_", 1, 1_000, "n1"), received_ms=minute + 1_000)
+        record(store, event("33_", 1, 1_000, "n1"), received_ms=minute + 2_000)
+        record(store, event("33_", 2, 2_000, "n2"), received_ms=minute + 61_000)
+        store.record_rejected(
+            Rejection(
+                reason="signature_mismatch", status=401, message="no", body=b"{}",
+                received_ms=minute + 62_000, remote_addr="10.0.0.1", body_truncated=False,
+            )
+        )  # fmt: skip
+
+        rows = store.outcomes_per_minute(minute + 62_000, minutes=3)
+
+        assert rows == [
+            (minute - 60_000, {}),
+            (minute, {"stored": 1, "duplicate": 1}),
+            (minute + 60_000, {"stored": 1, "rejected:signature_mismatch": 1}),
+        ]
+
+    def test_minute_counters_expire_after_a_day(self, store: CallbackStore, redis: Redis):
+        record(store, event("33_", 1, 1_000, "n1"))
+
+        ttl = redis.ttl(keys.outcomes_in_minute(RECEIVED_MS // 60_000))
+
+        assert 86_000 < ttl <= 86_400

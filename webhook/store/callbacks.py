@@ -39,6 +39,8 @@ MAX_EVENTS_PER_SESSION = 100_000
 SEQUENCE_LIMIT = 1_000_000
 # How often, at most, a session's TTLs are pushed back and the indexes trimmed.
 MAX_REFRESH_INTERVAL = timedelta(hours=1)
+# The per-minute outcome counters feed the dashboard's traffic chart; a day is plenty.
+MINUTE_COUNTS_TTL_S = 24 * 3600
 
 _RECORD_LUA = resources.files("webhook.store").joinpath("lua/record_callback.lua").read_text()
 
@@ -200,6 +202,7 @@ class CallbackStore:
             f"{int(refresh.total_seconds() * 1000)}\n"
             f"local seq_limit, maxlen, version = {SEQUENCE_LIMIT}, {MAX_EVENTS_PER_SESSION}, "
             f"{keys.SCHEMA_VERSION}\n"
+            f"local minute_ttl = {MINUTE_COUNTS_TTL_S}\n"
         )
         return settings + _RECORD_LUA
 
@@ -244,6 +247,7 @@ class CallbackStore:
             keys.stats(),
             keys.pending_handoffs(),
             keys.schema_version(),
+            keys.outcomes_in_minute(received_ms // 60_000),
         )
         with _confirmed_write():
             outcome, pending, duplicate_of, entry_id = self._record(keys=key_list, args=args)
@@ -292,6 +296,9 @@ class CallbackStore:
             pipe = self.redis.pipeline(transaction=True)
             pipe.xadd(keys.rejected(), fields, maxlen=self.rejected_max, approximate=False)  # type: ignore[arg-type]  # redis-py's stub wants a narrower dict type
             pipe.hincrby(keys.stats(), f"rejected:{rejection.reason}", 1)
+            minute = keys.outcomes_in_minute(rejection.received_ms // 60_000)
+            pipe.hincrby(minute, f"rejected:{rejection.reason}", 1)
+            pipe.expire(minute, MINUTE_COUNTS_TTL_S)
             entry_id = cast(bytes, pipe.execute()[0])
         return entry_id.decode()
 
@@ -351,6 +358,19 @@ class CallbackStore:
         oldest = now_ms - int(self.retention.total_seconds() * 1000)
         removed = self.redis.zremrangebyscore(keys.sessions_by_activity(), "-inf", f"({oldest}")
         return int(removed)
+
+    def outcomes_per_minute(self, now_ms: int, minutes: int) -> list[tuple[int, dict[str, int]]]:
+        """(minute start ms, counters) for the last `minutes` minutes, oldest first; one
+        round trip."""
+        first = now_ms // 60_000 - minutes + 1
+        pipe = self.redis.pipeline(transaction=False)
+        for minute in range(first, first + minutes):
+            pipe.hgetall(keys.outcomes_in_minute(minute))
+        rows = cast(list[dict[bytes, bytes]], pipe.execute())
+        return [
+            ((first + n) * 60_000, {k.decode(): int(v) for k, v in row.items()})
+            for n, row in enumerate(rows)
+        ]
 
     def stats(self) -> dict[str, int]:
         data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))

@@ -108,6 +108,12 @@ def stats() -> str:
     return f"{PREFIX}:stats"
 
 
+def outcomes_in_minute(minute: int) -> str:
+    """Hash, kept a day: the stats counters of callbacks that arrived in one minute
+    (minute = arrival ms // 60000), plus rejected:<reason>; the dashboard's traffic chart."""
+    return f"{PREFIX}:stats:minute:{minute}"
+
+
 def pending_handoffs() -> str:
     """Sorted set: "<sid> <noticeId> <entry id>" of callbacks whose follow-up job has not
     finished, scored by arrival time (ms)."""

@@ -10,6 +10,7 @@
 local events, session, notices, seqs, files_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local by_activity, by_cname, stats, pending, version_key =
   KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local minute = KEYS[11]
 
 local nid, etype, seq, uid, cname, sendts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local recv_raw, body, errors, known, follow_up = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
@@ -20,12 +21,20 @@ local sid = ARGV[17]
 -- pack and parse on every callback.
 local recv = tonumber(recv_raw)
 
+-- Every outcome is counted twice: in the all-time totals and in the arrival minute's
+-- counters that the dashboard draws (kept minute_ttl seconds).
+local function count(outcome)
+  redis.call('HINCRBY', stats, outcome, 1)
+  redis.call('HINCRBY', minute, outcome, 1)
+  redis.call('EXPIRE', minute, minute_ttl)
+end
+
 local function pending_member(entry)
   return sid .. ' ' .. nid .. ' ' .. entry
 end
 
 local function duplicate(entry)
-  redis.call('HINCRBY', stats, 'duplicate', 1)
+  count('duplicate')
   if redis.call('EXISTS', session) == 1 then
     redis.call('HINCRBY', session, 'duplicates', 1)
   end
@@ -66,7 +75,7 @@ if first_nid then
   if redis.call('EXISTS', session) == 1 then
     redis.call('HINCRBY', session, 'redundant', 1)
   end
-  redis.call('HINCRBY', stats, 'redundant', 1)
+  count('redundant')
   return {'redundant', 0, first_nid, entry}
 end
 if identity then
@@ -142,11 +151,11 @@ put('events', (tonumber(n_events) or 0) + 1)
 put('count:' .. etype, (tonumber(n_type) or 0) + 1)
 if errors ~= '' then
   put('invalid', (tonumber(n_invalid) or 0) + 1)
-  redis.call('HINCRBY', stats, 'invalid', 1)
+  count('invalid')
 end
 if known == '0' then
   put('unknown_type', (tonumber(n_unknown) or 0) + 1)
-  redis.call('HINCRBY', stats, 'unknown_type', 1)
+  count('unknown_type')
 end
 if progress ~= '' and is_latest(progress_at) then
   put('progress_at', late_pos)
@@ -213,7 +222,7 @@ if is_new_session then
   -- The session hash did not exist when the TTLs above were set.
   redis.call('EXPIRE', session, retention)
 end
-redis.call('HINCRBY', stats, 'stored', 1)
+count('stored')
 
 -- 5. Hand-off: remembered until the worker's job confirms it, so a lost enqueue is redone.
 if follow_up == '1' then
