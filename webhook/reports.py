@@ -10,6 +10,7 @@ from webhook.events import EventType
 from webhook.recordings import RecordingFacts
 from webhook.store import CallbackStore, SessionSummary, StoredEvent
 from webhook.store.alerts import AlertStore
+from webhook.store.overviews import SessionRow
 from webhook.store.recordings import RecordingStore
 
 
@@ -90,6 +91,15 @@ def overview(
         "upload_status": summary.upload_status if summary else None,
         "upload_progress": summary.upload_progress if summary else None,
         "open_alerts": sum(1 for a in alerts if a.state != "resolved"),
+    }  # fmt: skip
+
+
+def row_document(row: SessionRow) -> dict[str, Any]:
+    """A list's line about one session: the same fields as overview()."""
+    return {
+        "sid": row.sid, "cname": row.cname, "state": row.state,
+        "last_seen_ms": row.last_seen_ms, "upload_status": row.upload_status,
+        "upload_progress": row.upload_progress, "open_alerts": len(row.active_alerts),
     }  # fmt: skip
 
 

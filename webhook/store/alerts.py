@@ -135,13 +135,19 @@ class AlertStore:
 
     def for_session(self, sid: str) -> list[Alert]:
         kinds = cast(set[bytes], self.redis.smembers(keys.session_alerts(sid)))
-        found = (self.get(alert_id(sid, kind.decode())) for kind in sorted(kinds))
-        return [a for a in found if a is not None]
+        return self._many([alert_id(sid, kind.decode()) for kind in sorted(kinds)])
 
     def in_state(self, state: AlertState, limit: int = 100) -> list[Alert]:
         ids = cast(list[bytes], self.redis.zrevrange(keys.alerts_by_state(state), 0, limit - 1))
-        found = (self.get(i.decode()) for i in ids)
-        return [a for a in found if a is not None]
+        return self._many([i.decode() for i in ids])
+
+    def _many(self, identifiers: list[str]) -> list[Alert]:
+        """The alerts that still exist, in the given order, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for identifier in identifiers:
+            pipe.hgetall(keys.alert(identifier))
+        rows = cast(list[dict[bytes, bytes]], pipe.execute()) if identifiers else []
+        return [_alert(data) for data in rows if data]
 
     def record_delivery(
         self, identifier: str, sink: str, transition: Transition, *, ok: bool, detail: str,

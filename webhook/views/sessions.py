@@ -12,9 +12,9 @@ from flask.typing import ResponseReturnValue
 
 from webhook.errors import NotFoundError
 from webhook.extensions import current_alerts, current_recordings, current_store
-from webhook.reports import overview, recording_document, timeline_document
+from webhook.reports import recording_document, row_document, timeline_document
 from webhook.schemas import RECORDING_LIST_QUERY_SCHEMA, encode_cursor
-from webhook.store import SessionSummary
+from webhook.store.overviews import SessionRow, session_rows
 from webhook.views.auth import require_token
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/v1/recordings")
@@ -32,22 +32,23 @@ def list_recordings() -> ResponseReturnValue:
         rows = current_store().recent_sessions(
             cname=query.get("cname"), since_ms=query.get("since"), after=after, limit=limit
         )
-    items = []
-    for sid, _ in rows:
-        summary = current_store().session(sid)
-        if "state" in query and not _matches(summary, query):
-            continue
-        facts = current_recordings().facts(sid)
-        items.append(overview(sid, summary, facts, current_alerts().for_session(sid)))
+    found = session_rows(current_store().redis, [sid for sid, _ in rows])
+    items = [row_document(row) for row in found if _matches(row, query)]
     last_sid, last_score = rows[-1] if rows else ("", 0)
     next_cursor = encode_cursor(last_score, last_sid) if len(rows) == limit else None
     return {"recordings": items, "next_cursor": next_cursor}
 
 
-def _matches(summary: SessionSummary | None, query: dict[str, Any]) -> bool:
-    if query.get("cname") and (summary is None or summary.cname != query["cname"]):
+def _matches(row: SessionRow, query: dict[str, Any]) -> bool:
+    """The state index is the listing; cname and since then narrow it (the other indexes
+    need no check: they are the filter)."""
+    if "state" not in query:
+        return True
+    if query.get("cname") and row.cname != query["cname"]:
         return False
-    return not (query.get("since") and (summary is None or summary.last_seen_ms < query["since"]))
+    return not (
+        query.get("since") and (row.last_seen_ms is None or row.last_seen_ms < query["since"])
+    )
 
 
 @bp.get("/<sid>")
