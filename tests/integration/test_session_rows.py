@@ -32,7 +32,7 @@ def raise_alert(alerts: AlertStore, sid: str, kind: str) -> str:
 
 def test_a_row_carries_the_summary_state_and_active_alert_kinds(redis: Redis):
     store_progress(redis, "sid-a", 4200)
-    RecordingStore(redis).set_state("sid-a", "uploading", NOW)
+    RecordingStore(redis).set_state("sid-a", "backuped", NOW)
     alerts = AlertStore(redis)
     raise_alert(alerts, "sid-a", "backup_not_uploaded")
     alerts.acknowledge(raise_alert(alerts, "sid-a", "upload_warning"), now_ms=NOW)
@@ -41,7 +41,7 @@ def test_a_row_carries_the_summary_state_and_active_alert_kinds(redis: Redis):
 
     (row,) = session_rows(redis, ["sid-a"])
 
-    assert row.state == "uploading"
+    assert row.state == "backuped"
     assert row.upload_progress == 4200
     assert row.last_seen_ms == NOW
     assert row.cname == load_example("33_")["payload"]["cname"]
