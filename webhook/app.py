@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -14,6 +15,7 @@ from webhook.store import CallbackStore, connect
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
 from webhook.views import register_blueprints
+from webhook.views.auth import DashboardSessions, session_key
 from webhook.views.errors import register_error_handlers
 
 logger = logging.getLogger(__name__)
@@ -35,8 +37,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[extensions.RECORDINGS] = RecordingStore(redis, retention=settings.retention)
     app.extensions[extensions.ALERTS] = AlertStore(redis, retention=settings.retention)
     if settings.proxy_hops:
-        # Behind a load balancer the client address comes from X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]  # the documented way to wrap the WSGI app
+        # Behind a load balancer the client address comes from X-Forwarded-For, and
+        # whether the browser used HTTPS from X-Forwarded-Proto.
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]  # the documented way to wrap the WSGI app
+    # The dashboard's session cookie: signed with a key derived from API_TOKENS, readable
+    # by no script, sent on no cross-site request, marked Secure whenever served over HTTPS.
+    app.secret_key = session_key(settings.api_tokens)
+    app.session_interface = DashboardSessions()
+    app.config.update(
+        SESSION_COOKIE_NAME="agora_dashboard",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
     register_blueprints(app)
     register_error_handlers(app)
     if settings.accepts_unsigned:

@@ -316,9 +316,13 @@ class CallbackStore:
         )
         return _rejection(*found[0]) if found else None
 
-    def events(self, sid: str) -> list[StoredEvent]:
-        """The session's log in arrival order."""
-        entries = cast(list[StreamEntry], self.redis.xrange(keys.events(sid)))
+    def events(self, sid: str, *, latest: int | None = None) -> list[StoredEvent]:
+        """The session's log in arrival order; only its `latest` entries when given."""
+        if latest is None:
+            entries = cast(list[StreamEntry], self.redis.xrange(keys.events(sid)))
+        else:
+            newest = cast(list[StreamEntry], self.redis.xrevrange(keys.events(sid), count=latest))
+            entries = newest[::-1]
         return [_stored_event(entry_id, fields) for entry_id, fields in entries]
 
     def event(self, sid: str, entry_id: str) -> StoredEvent | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from webhook.views import alerts, callbacks, health, recordings, rejected, sessions
+from webhook.views import alerts, callbacks, dashboard, health, recordings, rejected, sessions
 
 
 def register_blueprints(app: Flask) -> None:
@@ -14,3 +14,4 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(alerts.bp)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(rejected.bp)
+    app.register_blueprint(dashboard.bp)
