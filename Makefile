@@ -51,9 +51,10 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## Ingestion vs the durable floor, then reconciliation throughput and latency
+bench: install ## Ingestion vs the durable floor, reconciliation throughput, reads at 1k vs 100k sessions
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.reconcile
+	$(BIN)/python -m bench.read
 
 clean: ## Remove the venv, local Redis data and caches
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
