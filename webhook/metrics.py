@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis import Redis
@@ -24,6 +24,7 @@ from rq import Queue, Worker
 
 from webhook.store import keys, now_ms
 from webhook.store.alerts import AlertStore
+from webhook.store.worker_counters import FAMILIES, WorkerCounters
 
 CALLBACKS = Counter(
     "agora_callbacks_total", "Callbacks received, by eventType and outcome",
@@ -49,7 +50,7 @@ class PipelineCollector(Collector):
     def __init__(self, redis: Redis, queue: Queue, alerts: AlertStore) -> None:
         self.redis, self.queue, self.alerts = redis, queue, alerts
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
             yield from self._collect()
         except RedisError:
@@ -57,7 +58,7 @@ class PipelineCollector(Collector):
             up.add_metric([], 0)
             yield up
 
-    def _collect(self) -> Iterator[GaugeMetricFamily]:
+    def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
         up.add_metric([], 1)
         yield up
@@ -101,6 +102,42 @@ class PipelineCollector(Collector):
         )
         workers.add_metric([], recent_workers(self.redis))
         yield workers
+        yield from self._worker_counters()
+
+    def _worker_counters(self) -> Iterator[CounterMetricFamily]:
+        """What every worker on every host did, from Redis: RQ's own per-worker job counts
+        and our counters (webhook.store.worker_counters)."""
+        jobs = CounterMetricFamily(
+            "agora_worker_jobs", "Jobs each registered RQ worker finished, by outcome",
+            labels=["worker", "outcome"],
+        )  # fmt: skip
+        busy = CounterMetricFamily(
+            "agora_worker_busy_seconds", "Time each registered RQ worker spent in jobs",
+            labels=["worker"],
+        )  # fmt: skip
+        for worker in Worker.all(connection=self.redis):
+            jobs.add_metric([worker.name, "succeeded"], worker.successful_job_count)
+            jobs.add_metric([worker.name, "failed"], worker.failed_job_count)
+            busy.add_metric([worker.name], worker.total_working_time)
+        yield jobs
+        yield busy
+        counted = WorkerCounters(self.redis).read()
+        for family, label in FAMILIES.items():
+            metric = CounterMetricFamily(
+                f"agora_worker_{family}", _WORKER_HELP[family], labels=[label]
+            )
+            for value, count in sorted(counted.get(family, {}).items()):
+                metric.add_metric([value], count)
+            yield metric
+
+
+_WORKER_HELP = {
+    "reconciled": "Reconciliations, by the state the session was left in",
+    "storage_check": "Storage verifications, by outcome (verified, missing, unchecked)",
+    "agora_query": "Queries to Agora's REST API, by HTTP status (0: no answer)",
+    "alert_raised": "Alerts raised, by kind",
+    "alert_resolved": "Alerts resolved, by kind",
+}
 
 
 # RQ workers heartbeat every few seconds; two minutes of silence means none is working.

@@ -16,6 +16,7 @@ from webhook.recordings import RecordingFacts
 from webhook.store import CallbackStore, SessionSummary, now_ms
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
+from webhook.store.worker_counters import WorkerCounters
 from workers.lifecycle import Deadlines, Verification, file_names
 from workers.storage import StorageConfig, StorageLocation, StorageVerifier
 
@@ -28,6 +29,7 @@ class WorkerContext:
     recordings: RecordingStore
     alerts: AlertStore
     queue: Queue
+    counters: WorkerCounters
 
     def verify_storage(self, facts: RecordingFacts, summary: SessionSummary | None) -> Verification:
         """Look for the session's files in the customer's bucket."""
@@ -81,6 +83,7 @@ def build_context(settings: Settings, redis: Redis) -> WorkerContext:
         recordings=RecordingStore(redis, retention=settings.retention),
         alerts=AlertStore(redis, retention=settings.retention),
         queue=callback_queue(redis, settings.queue_name),
+        counters=WorkerCounters(redis),
     )
 
 

@@ -94,11 +94,15 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
         facts = ctx.recordings.facts(sid)
     agora = ctx.agora
     if agora is not None and needs_query(facts, summary, ctx.deadlines, now):
-        ctx.recordings.record_query(sid, at_ms=now, http_status=query_status(agora, facts))
+        status = query_status(agora, facts)
+        ctx.counters.count("agora_query", str(status))
+        ctx.recordings.record_query(sid, at_ms=now, http_status=status)
         facts = ctx.recordings.facts(sid)
     verification = None
     if needs_storage_check(facts, summary, ctx.deadlines, now):
         verification = ctx.verify_storage(facts, summary)
+        ctx.counters.count("storage_check", "verified" if verification.verified
+                           else "missing" if verification.missing else "unchecked")  # fmt: skip
         ctx.recordings.set_verification(
             sid,
             verified_ms=now if verification.verified else None,
@@ -110,6 +114,7 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
     assessment = assess(facts, summary, ctx.deadlines, now, verification)
     apply(ctx, sid, assessment, now, cname=(summary.cname if summary else None)
           or (facts.start.cname if facts.start else None))  # fmt: skip
+    ctx.counters.count("reconciled", assessment.state)
     return assessment
 
 
@@ -140,10 +145,12 @@ def apply(
             evidence=spec.evidence, now_ms=now,
         )  # fmt: skip
         if transition:
+            ctx.counters.count("alert_raised", spec.kind)
             announce(ctx, alert, transition)
     for kind in assessment.resolve_kinds:
         resolved = ctx.alerts.resolve(sid, kind, now_ms=now, note=f"cleared: {assessment.state}")
         if resolved:
+            ctx.counters.count("alert_resolved", kind)
             announce(ctx, *resolved)
     if assessment.next_due_ms is None:
         ctx.recordings.finish(sid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
@@ -59,3 +61,17 @@ def test_readiness_reports_workers_without_requiring_them(client: FlaskClient):
 
     assert ready["status"] == "ready"
     assert ready["workers"] == 0
+
+
+def test_what_the_workers_did_is_counted_in_redis_for_every_replica(
+    client: FlaskClient, post_callback: PostCallback, run_jobs: Callable[[], int]
+):
+    failed_upload = load_example("31_")
+    failed_upload["payload"]["details"]["status"] = 1
+    post_callback(failed_upload)
+
+    assert run_jobs() >= 1
+    samples = scrape(client)
+
+    assert value(samples, "agora_worker_alert_raised_total", kind="upload_failed") == 1
+    assert value(samples, "agora_worker_reconciled_total", state="failed") >= 1

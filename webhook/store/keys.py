@@ -114,6 +114,12 @@ def outcomes_in_minute(minute: int) -> str:
     return f"{PREFIX}:stats:minute:{minute}"
 
 
+def worker_counters() -> str:
+    """Hash: "<family>:<label>" -> count of what the workers did (reconciliations by
+    state, storage checks by outcome, Agora queries by status, alert transitions)."""
+    return f"{PREFIX}:worker-stats"
+
+
 def pending_handoffs() -> str:
     """Sorted set: "<sid> <noticeId> <entry id>" of callbacks whose follow-up job has not
     finished, scored by arrival time (ms)."""
