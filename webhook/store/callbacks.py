@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -193,10 +194,14 @@ class CallbackStore:
 
     def _record_script(self) -> str:
         retention_s = int(self.retention.total_seconds())
-        # A noticeId is remembered at least as long as the dedupe window, and as long as
-        # the session's log.
-        notices_ttl_s = max(retention_s, int(self.dedupe_window.total_seconds()))
         refresh = min(MAX_REFRESH_INTERVAL, self.retention / 10)
+        # A noticeId is remembered at least as long as the dedupe window, and as long as
+        # the session's log. TTLs are pushed back at most once per refresh interval, so a
+        # notice added up to one interval after a push may live only TTL - refresh: the
+        # window gets that margin on top.
+        # (The notifyMs age check relies on it: a replay it lets through must still be
+        # recognised, see Settings.from_env.)
+        notices_ttl_s = max(retention_s, math.ceil((self.dedupe_window + refresh).total_seconds()))
         settings = (
             f"local retention, notices_ttl, refresh_ms = {retention_s}, {notices_ttl_s}, "
             f"{int(refresh.total_seconds() * 1000)}\n"

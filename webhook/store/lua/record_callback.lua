@@ -72,6 +72,9 @@ if first_nid then
   redis.call('HSET', notices, nid, entry)
   -- The log may have expired and been re-created by this copy: give it its TTL back.
   redis.call('EXPIRE', events, retention)
+  -- A copy may come long after the session's last TTL push: its noticeId must still be
+  -- remembered for the whole dedupe window (replays of it are answered "duplicate").
+  redis.call('EXPIRE', notices, notices_ttl)
   if redis.call('EXISTS', session) == 1 then
     redis.call('HINCRBY', session, 'redundant', 1)
   end
