@@ -15,6 +15,12 @@ from webhook.errors import ConfigError
 Environment = Literal["production", "development"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# Agora refreshes notifyMs on every attempt (so a genuine callback is seconds old), but its
+# own tip to dedupe on noticeId + notifyMs reads as if a resend kept it; resends stop after
+# three retries at undocumented, growing intervals. A day covers any such schedule, and the
+# dedupe window (7 d) still covers the whole age window (see docs/security.md); a shorter
+# dedupe window shortens this default with it.
+_DEFAULT_MAX_NOTIFY_AGE = timedelta(days=1)
 # Ten years: longer is a typo, and timedelta overflows not far beyond.
 _MAX_SECONDS = 10 * 365 * 24 * 3600
 
@@ -31,6 +37,21 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> timedelta:
     if not math.isfinite(value) or value <= 0 or value > _MAX_SECONDS:
         raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return timedelta(seconds=value)
+
+
+def _seconds_or_off(
+    env: Mapping[str, str], name: str, default: timedelta | None
+) -> timedelta | None:
+    """A duration that 0 switches off (None); blank means the default."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        if float(raw) == 0:
+            return None
+    except ValueError:
+        pass  # _seconds names the variable in its error
+    return _seconds(env, name, 0)
 
 
 def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
@@ -65,6 +86,13 @@ class Settings:
     retention: timedelta = timedelta(days=30)
     # Agora resends keep the noticeId; a resend inside this window is answered "duplicate".
     dedupe_window: timedelta = timedelta(days=7)
+    # A signed callback whose notifyMs is older than this is refused (400), so a captured
+    # callback replayed after the dedupe window has forgotten its noticeId cannot be stored
+    # again. None: not checked. from_env() defaults to a day in production and to off in
+    # development; a Settings built in code (tests) checks only when told to.
+    max_notify_age: timedelta | None = None
+    # How far ahead of our clock notifyMs may be (Agora's clock and ours disagree a little).
+    notify_clock_skew: timedelta = timedelta(minutes=5)
     rejected_max: int = 1000
     # Agora waits 10 s for an answer; a slow Redis must turn into a 503 well before that.
     redis_timeout: timedelta = timedelta(seconds=0.6)
@@ -119,7 +147,8 @@ class Settings:
         """Parse and check the environment.
 
         Raises:
-            ConfigError: a value is malformed, or production has no callback secret.
+            ConfigError: a value is malformed, production has no callback secret, or the
+                dedupe window is shorter than the notifyMs age window it must cover.
         """
         env = os.environ if env is None else env
         environment = env.get("APP_ENV", "production").strip().lower() or "production"
@@ -133,6 +162,11 @@ class Settings:
                 "AGORA_CALLBACK_SECRETS must list at least one secret in production "
                 "(set APP_ENV=development to accept unsigned callbacks locally)"
             )
+        dedupe_window = _seconds(
+            env, "AGORA_DEDUPE_WINDOW_SECONDS", timedelta(days=7).total_seconds()
+        )
+        skew = _seconds(env, "AGORA_NOTIFY_CLOCK_SKEW_SECONDS", 300)
+        max_notify_age = _max_notify_age(env, environment, dedupe_window, skew)
         log_format = env.get("LOG_FORMAT", "").strip().lower() or (
             "json" if environment == "production" else "text"
         )
@@ -147,9 +181,9 @@ class Settings:
             environment=environment,  # type: ignore[arg-type]  # checked against the Literal above
             max_body_bytes=_integer(env, "AGORA_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
             retention=_seconds(env, "AGORA_RETENTION_SECONDS", timedelta(days=30).total_seconds()),
-            dedupe_window=_seconds(
-                env, "AGORA_DEDUPE_WINDOW_SECONDS", timedelta(days=7).total_seconds()
-            ),
+            dedupe_window=dedupe_window,
+            max_notify_age=max_notify_age,
+            notify_clock_skew=skew,
             rejected_max=_integer(env, "AGORA_REJECTED_MAX", 1000),
             redis_timeout=_seconds(env, "AGORA_REDIS_TIMEOUT_SECONDS", 0.6),
             queue_name=env.get("AGORA_QUEUE", "").strip() or "agora",
@@ -174,7 +208,48 @@ class Settings:
         if settings.redis_timeout > timedelta(seconds=4):
             # Two attempts must fit well inside Agora's 10 s answer window.
             raise ConfigError("AGORA_REDIS_TIMEOUT_SECONDS must be at most 4")
+        _check_replay_window(settings)
         return settings
+
+
+def _max_notify_age(
+    env: Mapping[str, str], environment: str, dedupe_window: timedelta, skew: timedelta
+) -> timedelta | None:
+    """AGORA_MAX_NOTIFY_AGE_SECONDS: 0 is off; blank is off in development and a day in
+    production, or less when the dedupe window is shorter (explicit values that contradict
+    each other are refused by _check_replay_window)."""
+    default = (
+        min(_DEFAULT_MAX_NOTIFY_AGE, dedupe_window - skew) if environment == "production" else None
+    )
+    age = _seconds_or_off(env, "AGORA_MAX_NOTIFY_AGE_SECONDS", default)
+    if age is not None and age <= timedelta(0):
+        # Only the shortened default gets here; a value that was set is positive.
+        raise ConfigError(
+            "AGORA_DEDUPE_WINDOW_SECONDS must be longer than AGORA_NOTIFY_CLOCK_SKEW_SECONDS, "
+            "or a replayed callback could be stored twice "
+            "(or set AGORA_MAX_NOTIFY_AGE_SECONDS=0: no age check)"
+        )
+    return age
+
+
+def _check_replay_window(settings: Settings) -> None:
+    """A replay that passes the notifyMs check must still meet its noticeId in the dedupe
+    index, or a captured callback could be stored twice.
+
+    The original arrived no earlier than notifyMs - skew (a later notifyMs is refused); a
+    replay passes until notifyMs + max age. So the noticeId must be remembered for max age
+    + skew after the original arrived.
+    """
+    if settings.max_notify_age is None:
+        return
+    needed = settings.max_notify_age + settings.notify_clock_skew
+    if settings.dedupe_window < needed:
+        raise ConfigError(
+            "AGORA_DEDUPE_WINDOW_SECONDS must be at least AGORA_MAX_NOTIFY_AGE_SECONDS + "
+            f"AGORA_NOTIFY_CLOCK_SKEW_SECONDS ({needed.total_seconds():g} s), got "
+            f"{settings.dedupe_window.total_seconds():g} s: a replayed callback would pass the "
+            "age check after its noticeId was forgotten, and be stored twice"
+        )
 
 
 def redact_url(url: str) -> str:

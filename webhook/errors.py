@@ -64,6 +64,21 @@ class PayloadError(WebhookError):
     reason = "invalid_payload"
 
 
+class NotifyTooOldError(WebhookError):
+    """A signed callback whose notifyMs is older than AGORA_MAX_NOTIFY_AGE_SECONDS: Agora
+    stamps every attempt afresh, so this is a replay (or a clock far off)."""
+
+    status = 400
+    reason = "notify_ms_too_old"
+
+
+class NotifyInFutureError(WebhookError):
+    """notifyMs further ahead of our clock than AGORA_NOTIFY_CLOCK_SKEW_SECONDS."""
+
+    status = 400
+    reason = "notify_ms_in_future"
+
+
 class BodyTooLargeError(WebhookError):
     status = 413
     reason = "body_too_large"

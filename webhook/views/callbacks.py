@@ -51,6 +51,7 @@ def receive_callback() -> ResponseReturnValue:
         signature_v2=request.headers.get(HEADER_V2),
         signature_v1=request.headers.get(HEADER_V1),
         received_ms=g.received_ms,
+        check_notify_age=True,
     )
     latency_ms = now_ms() - g.received_ms
     event_label = str(callback.event_type) if callback.is_known_type else "unknown"
