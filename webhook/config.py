@@ -94,6 +94,10 @@ class Settings:
     # How far ahead of our clock notifyMs may be (Agora's clock and ours disagree a little).
     notify_clock_skew: timedelta = timedelta(minutes=5)
     rejected_max: int = 1000
+    # Refused requests that failed verification, per client address and window: beyond
+    # the limit they are answered 429 and only a sample is kept. 0: no limit.
+    bad_signature_limit: int = 30
+    bad_signature_window: timedelta = timedelta(minutes=1)
     # Agora waits 10 s for an answer; a slow Redis must turn into a 503 well before that.
     redis_timeout: timedelta = timedelta(seconds=0.6)
     queue_name: str = "agora"
@@ -185,6 +189,8 @@ class Settings:
             max_notify_age=max_notify_age,
             notify_clock_skew=skew,
             rejected_max=_integer(env, "AGORA_REJECTED_MAX", 1000),
+            bad_signature_limit=_integer(env, "AGORA_BAD_SIGNATURE_LIMIT", 30, minimum=0),
+            bad_signature_window=_seconds(env, "AGORA_BAD_SIGNATURE_WINDOW_SECONDS", 60),
             redis_timeout=_seconds(env, "AGORA_REDIS_TIMEOUT_SECONDS", 0.6),
             queue_name=env.get("AGORA_QUEUE", "").strip() or "agora",
             proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),

@@ -79,6 +79,17 @@ class NotifyInFutureError(WebhookError):
     reason = "notify_ms_in_future"
 
 
+class RateLimitedError(WebhookError):
+    """Too many requests from one address failed verification within the window."""
+
+    status = 429
+    reason = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class BodyTooLargeError(WebhookError):
     status = 413
     reason = "body_too_large"

@@ -131,6 +131,13 @@ def rejected() -> str:
     return f"{PREFIX}:rejected"
 
 
+def refusals_by_client(client: str) -> str:
+    """String (counter), expires with its window: requests from one client (an IPv4
+    address, or an IPv6 /64) refused because they failed verification; beyond
+    AGORA_BAD_SIGNATURE_LIMIT they are answered 429 (webhook.store.ratelimit)."""
+    return f"{PREFIX}:refusals:{client}"
+
+
 def schema_version() -> str:
     """String: the version of this key schema (SCHEMA_VERSION)."""
     return f"{PREFIX}:schema-version"

@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 
 import orjson
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 
 from webhook.errors import (
     BodyTooLargeError,
+    NotifyInFutureError,
+    NotifyTooOldError,
+    RateLimitedError,
+    SignatureError,
+    SignatureMissingError,
     StoreUnavailableError,
     UnsupportedMediaTypeError,
     WebhookError,
@@ -19,6 +24,7 @@ from webhook.intake import accept
 from webhook.metrics import ACK_SECONDS, CALLBACKS, REJECTED
 from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
+from webhook.store.ratelimit import RefusalLimiter
 from webhook.views.errors import error_response
 
 logger = logging.getLogger(__name__)
@@ -35,6 +41,20 @@ _KEPT_STATUSES = frozenset({400, 401, 413, 415})
 # Headers kept with a refused request so it can be replayed; Agora's signatures are MACs
 # of the body, not secrets.
 _KEPT_HEADERS = ("Content-Type", "User-Agent", HEADER_V2, HEADER_V1)
+# Refusals counted per client address: requests that did not prove they come from Agora
+# (no or wrong signature; refused before the signature could be checked), and signed ones
+# whose notifyMs is stale, i.e. replays. Anyone can send these in bulk, and without a
+# limit they would push real evidence out of the capped rejected store. A refusal of a
+# verified, fresh callback (e.g. 400 for a body without noticeId) is never limited.
+_COUNTED_PER_CLIENT = (
+    SignatureMissingError,
+    SignatureError,
+    BodyTooLargeError,
+    UnsupportedMediaTypeError,
+    NotifyTooOldError,
+    NotifyInFutureError,
+)
+_LIMITER = "agora.refusal_limiter"
 
 
 @bp.post("/agora/callback")
@@ -101,13 +121,60 @@ def _read_json_body(max_bytes: int) -> bytes:
 
 @bp.errorhandler(WebhookError)
 def keep_refused_callback(err: WebhookError) -> ResponseReturnValue:
-    """Every refused callback is kept (bounded) with its reason, so nothing is lost."""
+    """Every refused callback is kept (bounded) with its reason, so nothing is lost; a
+    client over the limit of unverified requests gets 429 and only a sample is kept."""
+    keep = err.status in _KEPT_STATUSES
+    if isinstance(err, _COUNTED_PER_CLIENT):
+        err, keep = _count_per_client(err)
     REJECTED.labels(err.reason).inc()
-    if err.status in _KEPT_STATUSES:
+    if keep:
         _keep_rejected(err)
     elif err.status >= 500:
         logger.error("callback not stored: %s", err.reason, exc_info=err.__cause__ is not None)
-    return error_response(err)
+    response = error_response(err)
+    if isinstance(err, RateLimitedError):
+        response.headers["Retry-After"] = str(err.retry_after_s)
+    return response
+
+
+def _count_per_client(err: WebhookError) -> tuple[WebhookError, bool]:
+    """The refusal to answer (err, or 429 over the limit) and whether to keep the request.
+
+    Only reached once verification has failed: a validly signed callback never costs this
+    round trip, and is never limited."""
+    settings = current_settings()
+    if not settings.bad_signature_limit:
+        return err, True
+    try:
+        verdict = _limiter().hit(request.remote_addr, received_ms=g.get("received_ms") or now_ms())
+    except StoreUnavailableError:
+        # Fail open: the caller gets the real reason. Redis is down, so keeping would fail too.
+        logger.error("refused request neither counted nor kept: the store is unavailable")
+        return err, False
+    if not verdict.limited:
+        return err, True
+    limited = RateLimitedError(
+        f"{verdict.count} requests from this address failed verification within "
+        f"{settings.bad_signature_window.total_seconds():g} s (this one: {err.reason}); "
+        f"retry after {verdict.retry_after_s} s",
+        retry_after_s=verdict.retry_after_s,
+    )
+    return limited, verdict.keep
+
+
+def _limiter() -> RefusalLimiter:
+    """One per app, built on first use (only refusals need it) on the store's connection."""
+    extensions = current_app.extensions
+    limiter: RefusalLimiter | None = extensions.get(_LIMITER)
+    if limiter is None:
+        settings = current_settings()
+        limiter = RefusalLimiter(
+            current_store().redis,
+            limit=settings.bad_signature_limit,
+            window=settings.bad_signature_window,
+        )
+        extensions[_LIMITER] = limiter
+    return limiter
 
 
 def _keep_rejected(err: WebhookError) -> None:
