@@ -7,7 +7,7 @@ from pathlib import Path
 from webhook.config import Settings
 from webhook.logconfig import logging_config
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one process overlap a Redis round trip with the next request and keep
 # connections alive, as Agora recommends (KeepAliveTimeout >= 10 s).

@@ -384,13 +384,6 @@ def test_env_example_lists_every_variable_the_service_reads() -> None:
     assert not missing, f".env.example lacks {sorted(missing)}"
 
 
-@pytest.mark.xfail(
-    reason="deploy/gunicorn.conf.py (another engineer's file) takes GUNICORN_BIND= (empty, as "
-    ".env.example has it) as the bind list, and gunicorn then listens on no address at all; "
-    "`os.environ.get('GUNICORN_BIND') or ...` fixes it. Strict: remove the mark then",
-    strict=True,
-    raises=AssertionError,
-)
 def test_an_environment_file_copied_from_env_example_keeps_the_default_bind(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gunicorn_config: dict[str, Any]
 ) -> None:
