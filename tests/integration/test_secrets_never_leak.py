@@ -149,8 +149,8 @@ def call_every_route(traffic: Traffic, app: Flask, *, store_works: bool = True) 
     """Each route without a token, with a wrong one and with a right one; then the calls
     that carry credentials of their own (a forwarded start), and replays."""
     client = app.test_client()
-    for auth in (None, "Bearer not-a-token", f"Bearer {API_TOKEN}", f"Basic {API_TOKEN}"):
-        headers = {"Authorization": auth} if auth else {}
+    for presented in (None, "Bearer not-a-token", f"Bearer {API_TOKEN}", f"Basic {API_TOKEN}"):
+        headers = {"Authorization": presented} if presented else {}
         for rule in app.url_map.iter_rules():
             if rule.endpoint == "static":
                 continue
