@@ -25,13 +25,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the web app; tests pass their own Settings instead of touching os.environ."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
-    redis = connect(settings.redis_url, timeout=settings.redis_timeout)
+    redis = connect(
+        settings.redis_url, timeout=settings.redis_timeout,
+        sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
+    )  # fmt: skip
     app.extensions[extensions.SETTINGS] = settings
     app.extensions[extensions.STORE] = CallbackStore(
         redis,
         retention=settings.retention,
         dedupe_window=settings.dedupe_window,
         rejected_max=settings.rejected_max,
+        min_replicas=settings.store_min_replicas,
+        replica_timeout=settings.store_replica_timeout,
     )
     app.extensions[extensions.QUEUE] = callback_queue(redis, settings.queue_name)
     app.extensions[extensions.RECORDINGS] = RecordingStore(redis, retention=settings.retention)

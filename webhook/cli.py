@@ -168,7 +168,10 @@ def _ops() -> _Ops:
         settings = Settings.from_env()
     except ConfigError as err:
         raise click.ClickException(f"configuration: {err.message}") from None
-    redis = connect(settings.redis_url, timeout=timedelta(seconds=5))
+    redis = connect(
+        settings.redis_url, timeout=timedelta(seconds=5),
+        sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
+    )  # fmt: skip
     return _Ops(
         settings,
         redis,
@@ -203,7 +206,10 @@ def tail_command(sid: str) -> None:
     """Follow one session's new events as JSON lines (Ctrl-C to stop)."""
     ops = _ops()
     # Blocking reads need no socket timeout of their own.
-    redis = Redis.from_url(ops.settings.redis_url)
+    redis = connect(
+        ops.settings.redis_url, timeout=None, sentinels=ops.settings.redis_sentinels,
+        sentinel_master=ops.settings.redis_sentinel_master,
+    )  # fmt: skip
     last: bytes | str = "$"
     try:
         while True:

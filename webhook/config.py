@@ -127,6 +127,14 @@ class Settings:
     # RQ worker class: "simple" (in-process: 3x the jobs/s, measured in make bench) or
     # "fork" (a work horse per job: a crashing job cannot take the worker with it).
     worker_class: Literal["fork", "simple"] = "simple"
+    # Redis Sentinel: when set, the primary is the one these sentinels name for
+    # redis_sentinel_master (REDIS_URL then gives only the database and credentials).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = ""
+    # A callback is confirmed (200) only once this many replicas have it too (Redis WAIT):
+    # a failover then cannot lose it. 0: the primary's write (and its AOF) is enough.
+    store_min_replicas: int = 0
+    store_replica_timeout: timedelta = timedelta(milliseconds=500)
 
     @property
     def polls_agora(self) -> bool:
@@ -210,12 +218,34 @@ class Settings:
             query_interval=_seconds(env, "QUERY_INTERVAL_SECONDS", 120),
             storage_config_path=env.get("STORAGE_CONFIG", "").strip(),
             worker_class=_choice(env, "WORKER_CLASS", ("fork", "simple"), "simple"),  # type: ignore[arg-type]  # one of the Literal's values
+            redis_sentinels=_sentinels(env),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
+            store_min_replicas=_integer(env, "AGORA_STORE_MIN_REPLICAS", 0, minimum=0),
+            store_replica_timeout=_seconds(env, "AGORA_STORE_REPLICA_TIMEOUT_SECONDS", 0.5),
         )
+        if settings.redis_sentinels and not settings.redis_sentinel_master:
+            raise ConfigError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
+        if settings.store_replica_timeout > timedelta(seconds=2):
+            # The WAIT comes on top of the write: both must leave time for Agora's retry.
+            raise ConfigError("AGORA_STORE_REPLICA_TIMEOUT_SECONDS must be at most 2")
         if settings.redis_timeout > timedelta(seconds=4):
             # Two attempts must fit well inside Agora's 10 s answer window.
             raise ConfigError("AGORA_REDIS_TIMEOUT_SECONDS must be at most 4")
         _check_replay_window(settings)
         return settings
+
+
+def _sentinels(env: Mapping[str, str]) -> tuple[tuple[str, int], ...]:
+    """REDIS_SENTINELS: "host:port,host:port" (IPv6 hosts in brackets)."""
+    found = []
+    for entry in (e.strip() for e in env.get("REDIS_SENTINELS", "").split(",")):
+        if not entry:
+            continue
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"REDIS_SENTINELS must be host:port,host:port..., got {entry!r}")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
 
 
 def _max_notify_age(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-from redis import Redis
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
@@ -13,6 +12,7 @@ from webhook.config import Settings, redact_url
 from webhook.errors import ConfigError
 from webhook.jobs import callback_queue
 from webhook.logconfig import configure_logging
+from webhook.store import connect
 from workers.context import build_context, configure
 from workers.reconcile import seed_sweep
 
@@ -33,7 +33,10 @@ def main() -> int:
     configure(settings)
     # No socket timeout here: the worker blocks on the queue for minutes at a time, and a
     # timeout shorter than that block would break it.
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = connect(
+        settings.redis_url, timeout=None,
+        sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
+    )  # fmt: skip
     queue = callback_queue(redis, settings.queue_name)
     # simple (default): no fork, 3x the jobs/s (make bench: ~170 vs ~56 jobs/s here); our
     # jobs are short, time-limited and let errors reach RQ. fork: a work horse per job, so

@@ -124,6 +124,15 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
         assert counted == len(answers)
     with urllib.request.urlopen(f"{base}/readyz", timeout=10) as response:
         assert json.loads(response.read())["workers"] >= 1
+    # The worker is another process (another host, in production): what it did reaches
+    # /metrics through Redis, not through this host's multiprocess files.
+    succeeded = sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "agora_worker_jobs_total" and sample.labels["outcome"] == "succeeded"
+    )
+    assert succeeded >= 1
 
 
 def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis]):

@@ -371,13 +371,6 @@ def test_the_variable_scan_finds_what_settings_and_gunicorn_read() -> None:
     assert {"PORT", "GUNICORN_GRACEFUL_TIMEOUT", "PROMETHEUS_MULTIPROC_DIR"} <= found
 
 
-@pytest.mark.xfail(
-    reason=".env.example (another engineer's file) lacked WORKER_CLASS and "
-    "PROMETHEUS_MULTIPROC_DIR when this was written; strict: once it lists every variable "
-    "this fails, and the mark is to be removed",
-    strict=True,
-    raises=AssertionError,
-)
 def test_env_example_lists_every_variable_the_service_reads() -> None:
     missing = variables_read_by_the_service() - env_example_names()
 

@@ -6,9 +6,9 @@ from webhook.store.callbacks import (
     Rejection,
     SessionSummary,
     StoredEvent,
-    connect,
     now_ms,
 )
+from webhook.store.connections import connect
 
 __all__ = [
     "CallbackStore",

@@ -15,11 +15,9 @@ from typing import Any, Literal, cast
 
 import orjson
 from redis import Redis
-from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from webhook.errors import StoreUnavailableError
 from webhook.events import Callback, RecordedFile
@@ -139,20 +137,6 @@ def _confirmed_write() -> Iterator[None]:
         raise StoreUnavailableError("the event store refused the write; retry later") from err
 
 
-def connect(url: str, *, timeout: timedelta) -> Redis:
-    """A Redis client that fails fast: Agora needs an answer within 10 s."""
-    seconds = timeout.total_seconds()
-    return Redis.from_url(
-        url,
-        socket_timeout=seconds,
-        socket_connect_timeout=seconds,
-        # One quick retry covers a pooled connection that Redis closed (e.g. after a
-        # restart); more would push a 503 past our two-second budget.
-        retry=Retry(NoBackoff(), 1),
-        health_check_interval=30,
-    )
-
-
 def _errors_json(errors: Mapping[str, Any]) -> str | bytes:
     """marshmallow keys the messages of a list's items by their index (an int): JSON keys
     must be strings, so they become "0", "1", ... (found by fuzzing the endpoint)."""
@@ -191,11 +175,17 @@ class CallbackStore:
         retention: timedelta = timedelta(days=30),
         dedupe_window: timedelta = timedelta(days=7),
         rejected_max: int = 1000,
+        min_replicas: int = 0,
+        replica_timeout: timedelta = timedelta(milliseconds=500),
     ) -> None:
         self.redis = redis
         self.retention = retention
         self.dedupe_window = dedupe_window
         self.rejected_max = rejected_max
+        # A write is confirmed only once this many replicas have it too (Redis WAIT), so a
+        # failover to one of them cannot lose what we acknowledged.
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
         self._record = redis.register_script(self._record_script())
 
     def _record_script(self) -> str:
@@ -261,13 +251,41 @@ class CallbackStore:
             keys.outcomes_in_minute(received_ms // 60_000),
         )
         with _confirmed_write():
-            outcome, pending, duplicate_of, entry_id = self._record(keys=key_list, args=args)
+            if self.min_replicas:
+                outcome, pending, duplicate_of, entry_id = self._record_replicated(key_list, args)
+            else:
+                outcome, pending, duplicate_of, entry_id = self._record(keys=key_list, args=args)
         return RecordResult(
             outcome=outcome.decode(),
             needs_handoff=bool(pending),
             entry_id=entry_id.decode(),
             duplicate_of=duplicate_of.decode() or None,
         )
+
+    def _record_replicated(self, key_list: tuple[str, ...], args: tuple[Any, ...]) -> Any:
+        """The record script and WAIT in one round trip. A duplicate waits too: Agora's
+        retry after a 503 is answered 200 only once the replicas caught up."""
+        for attempt in (1, 2):
+            pipe = self.redis.pipeline(transaction=False)
+            # EVALSHA itself: a pipeline that runs a registered Script asks SCRIPT EXISTS
+            # first, which would be a second round trip on every callback.
+            pipe.evalsha(self._record.sha, len(key_list), *key_list, *args)
+            pipe.wait(self.min_replicas, int(self.replica_timeout.total_seconds() * 1000))
+            try:
+                reply, replicas = pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                # A restarted or failed-over Redis has an empty script cache.
+                self.redis.script_load(self._record.script)
+                continue
+            if int(replicas) < self.min_replicas:
+                raise StoreUnavailableError(
+                    f"stored, but {replicas} of {self.min_replicas} replica(s) confirmed it "
+                    "in time; retry later"
+                )
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def complete_handoff(self, sid: str, notice_id: str, entry_id: str) -> None:
         """The follow-up job for this callback has finished: stop re-enqueuing it."""

@@ -189,3 +189,38 @@ def test_repr_never_shows_a_redis_password_given_as_a_query_argument() -> None:
 )
 def test_redact_url_replaces_only_the_password(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+class TestRedisTopology:
+    def test_sentinels_are_host_port_pairs_with_the_primary_they_watch(self) -> None:
+        settings = Settings.from_env(PRODUCTION | {
+            "REDIS_SENTINELS": "10.0.0.1:26379, sentinel-b:26380,[::1]:26381",
+            "REDIS_SENTINEL_MASTER": "agora",
+        })  # fmt: skip
+
+        assert settings.redis_sentinels == (
+            ("10.0.0.1", 26379), ("sentinel-b", 26380), ("::1", 26381)
+        )  # fmt: skip
+        assert settings.redis_sentinel_master == "agora"
+
+    @pytest.mark.parametrize("value", ["sentinel-a", "a:b", "a:0", ":26379", "a:70000"])
+    def test_a_malformed_sentinel_address_is_refused(self, value: str) -> None:
+        with pytest.raises(ConfigError, match="REDIS_SENTINELS"):
+            Settings.from_env(PRODUCTION | {"REDIS_SENTINELS": value,
+                                            "REDIS_SENTINEL_MASTER": "agora"})  # fmt: skip
+
+    def test_sentinels_without_the_primary_name_are_refused(self) -> None:
+        with pytest.raises(ConfigError, match="REDIS_SENTINEL_MASTER"):
+            Settings.from_env(PRODUCTION | {"REDIS_SENTINELS": "a:26379"})
+
+    def test_waiting_for_replicas_is_off_by_default_and_bounded(self) -> None:
+        assert Settings.from_env(PRODUCTION).store_min_replicas == 0
+        wait = Settings.from_env(
+            PRODUCTION
+            | {"AGORA_STORE_MIN_REPLICAS": "1", "AGORA_STORE_REPLICA_TIMEOUT_SECONDS": "0.2"}
+        )
+        assert (wait.store_min_replicas, wait.store_replica_timeout) == (
+            1, timedelta(milliseconds=200)
+        )  # fmt: skip
+        with pytest.raises(ConfigError, match="AGORA_STORE_REPLICA_TIMEOUT_SECONDS"):
+            Settings.from_env(PRODUCTION | {"AGORA_STORE_REPLICA_TIMEOUT_SECONDS": "3"})

@@ -1,0 +1,48 @@
+"""Redis clients: one primary by URL, or the primary that Redis Sentinel names.
+
+With Sentinel, every new connection asks the sentinels where the primary is, so after a
+failover the next attempt (Agora's retry of a 503, RQ's reconnect) lands on the new one.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+Address = tuple[str, int]
+
+
+def connect(
+    url: str,
+    *,
+    timeout: timedelta | None,
+    sentinels: tuple[Address, ...] = (),
+    sentinel_master: str = "",
+) -> Redis:
+    """A client for the primary. `timeout` bounds every socket operation (the web side
+    must answer Agora within 10 s); None for RQ workers, which block on the queue.
+
+    With sentinels, `url` still gives the database, user and password of the primary; its
+    host and port are ignored."""
+    options: dict[str, Any] = {"health_check_interval": 30}
+    if timeout is not None:
+        seconds = timeout.total_seconds()
+        # One quick retry covers a pooled connection Redis closed (a restart, a failover);
+        # more would push a 503 past our two-second budget.
+        options |= {"socket_timeout": seconds, "socket_connect_timeout": seconds,
+                    "retry": Retry(NoBackoff(), 1)}  # fmt: skip
+    if not sentinels:
+        return Redis.from_url(url, **options)
+    parsed = parse_url(url)  # type: ignore[no-untyped-call]  # unannotated upstream
+    credentials = {k: parsed[k] for k in ("db", "username", "password") if k in parsed}
+    sentinel_timeouts = {k: options[k] for k in ("socket_timeout", "socket_connect_timeout")
+                         if k in options}  # fmt: skip
+    sentinel = Sentinel(list(sentinels), sentinel_kwargs=sentinel_timeouts)  # type: ignore[no-untyped-call]  # unannotated upstream
+    client: Redis = sentinel.master_for(sentinel_master, **options, **credentials)  # type: ignore[no-untyped-call]  # unannotated upstream
+    return client
