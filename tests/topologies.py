@@ -3,6 +3,8 @@ a primary with a replica watched by three Sentinels, and a Redis Cluster of thre
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -111,5 +113,67 @@ class SentinelTopology:
             with Redis(port=port, socket_timeout=1) as sentinel:
                 master = sentinel.sentinel_master(MASTER_NAME)
                 if int(master["num-other-sentinels"]) < 2 or int(master["num-slaves"]) < 1:
+                    return False
+        return True
+
+
+def cluster_node_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        port = random.randrange(20_000, 55_000)
+        if all(_bindable(p) for p in (port, port + 10_000)):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class ClusterTopology:
+    """A Redis Cluster of three masters (no replicas), slots split evenly."""
+
+    base: Path
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    def start(self) -> ClusterTopology:
+        for n in range(3):
+            port = cluster_node_port()
+            self.nodes.append(RedisServer(
+                data_dir=self.base / f"node-{n}", port=port, appendonly=False,
+                extra_args=("--cluster-enabled", "yes",
+                            "--cluster-config-file", f"nodes-{port}.conf",
+                            "--cluster-node-timeout", "2000"),
+            ).start())  # fmt: skip
+        step = 16384 // len(self.nodes)
+        for n, node in enumerate(self.nodes):
+            last = 16383 if n == len(self.nodes) - 1 else (n + 1) * step - 1
+            with Redis(port=node.port) as client:
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(n * step, last + 1))
+        with Redis(port=self.nodes[0].port) as first:
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        wait_until(self._ready, 30, "the cluster to agree on its slots")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def _ready(self) -> bool:
+        for node in self.nodes:
+            with Redis(port=node.port, socket_timeout=1) as client:
+                info = client.execute_command("CLUSTER", "INFO").decode()
+                if "cluster_state:ok" not in info or "cluster_known_nodes:3" not in info:
                     return False
         return True

@@ -13,6 +13,7 @@ from webhook.config import Settings, redact_url
 from webhook.jobs import callback_queue
 from webhook.store import CallbackStore, connect
 from webhook.store.alerts import AlertStore
+from webhook.store.connections import connect_cluster
 from webhook.store.recordings import RecordingStore
 from webhook.views import register_blueprints
 from webhook.views.auth import DashboardSessions, session_key
@@ -30,8 +31,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
     )  # fmt: skip
     app.extensions[extensions.SETTINGS] = settings
+    # The event store may live on a Redis Cluster of its own; everything else on `redis`.
+    store = (
+        connect_cluster(settings.store_cluster_url, timeout=settings.redis_timeout)
+        if settings.store_cluster_url
+        else redis
+    )
     app.extensions[extensions.STORE] = CallbackStore(
-        redis,
+        store,
         retention=settings.retention,
         dedupe_window=settings.dedupe_window,
         rejected_max=settings.rejected_max,

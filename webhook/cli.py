@@ -17,7 +17,7 @@ from types import FrameType
 from typing import BinaryIO, TextIO, cast
 
 import click
-from redis import Redis
+from redis import Redis, RedisCluster
 
 from webhook.config import Settings
 from webhook.errors import ConfigError, WebhookError
@@ -29,6 +29,7 @@ from webhook.schemas import STATES
 from webhook.signature import HEADER_V1, HEADER_V2, sign
 from webhook.store import CallbackStore, connect, keys, now_ms
 from webhook.store.alerts import AlertStore
+from webhook.store.connections import connect_cluster
 from webhook.store.recordings import RecordingStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -172,10 +173,15 @@ def _ops() -> _Ops:
         settings.redis_url, timeout=timedelta(seconds=5),
         sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
     )  # fmt: skip
+    store = (
+        connect_cluster(settings.store_cluster_url, timeout=timedelta(seconds=5))
+        if settings.store_cluster_url
+        else redis
+    )
     return _Ops(
         settings,
         redis,
-        CallbackStore(redis, retention=settings.retention, dedupe_window=settings.dedupe_window,
+        CallbackStore(store, retention=settings.retention, dedupe_window=settings.dedupe_window,
                       rejected_max=settings.rejected_max),
         RecordingStore(redis, retention=settings.retention),
         AlertStore(redis, retention=settings.retention),
@@ -206,10 +212,13 @@ def tail_command(sid: str) -> None:
     """Follow one session's new events as JSON lines (Ctrl-C to stop)."""
     ops = _ops()
     # Blocking reads need no socket timeout of their own.
-    redis = connect(
-        ops.settings.redis_url, timeout=None, sentinels=ops.settings.redis_sentinels,
-        sentinel_master=ops.settings.redis_sentinel_master,
-    )  # fmt: skip
+    if ops.settings.store_cluster_url:
+        redis: Redis | RedisCluster = connect_cluster(ops.settings.store_cluster_url, timeout=None)
+    else:
+        redis = connect(
+            ops.settings.redis_url, timeout=None, sentinels=ops.settings.redis_sentinels,
+            sentinel_master=ops.settings.redis_sentinel_master,
+        )  # fmt: skip
     last: bytes | str = "$"
     try:
         while True:
@@ -277,7 +286,7 @@ def replay_rejected_command(entry_id: str) -> None:
 def export_command(out: TextIO, events: bool) -> None:
     """Every retained session (and its events) as NDJSON, newest first."""
     ops = _ops()
-    total = int(ops.redis.zcard(keys.sessions_by_activity()))
+    total = ops.store.active_sessions()
     after: tuple[int, str] | None = None
     with click.progressbar(length=total, label="exporting", file=sys.stderr) as bar:
         while page := ops.store.recent_sessions(after=after, limit=500):

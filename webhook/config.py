@@ -135,6 +135,9 @@ class Settings:
     # a failover then cannot lose it. 0: the primary's write (and its AOF) is enough.
     store_min_replicas: int = 0
     store_replica_timeout: timedelta = timedelta(milliseconds=500)
+    # Redis Cluster for the event store (callbacks, summaries, their indexes): any node's
+    # URL. Queues, lifecycle and alerts stay on REDIS_URL (or the Sentinel primary).
+    store_cluster_url: str = ""
 
     @property
     def polls_agora(self) -> bool:
@@ -222,7 +225,14 @@ class Settings:
             redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
             store_min_replicas=_integer(env, "AGORA_STORE_MIN_REPLICAS", 0, minimum=0),
             store_replica_timeout=_seconds(env, "AGORA_STORE_REPLICA_TIMEOUT_SECONDS", 0.5),
+            store_cluster_url=env.get("STORE_CLUSTER_URL", "").strip(),
         )
+        if settings.store_cluster_url and settings.store_min_replicas:
+            # WAIT cannot ride along with a script routed to a slot's node.
+            raise ConfigError(
+                "AGORA_STORE_MIN_REPLICAS is not available with STORE_CLUSTER_URL; set "
+                "min-replicas-to-write on the cluster's masters instead"
+            )
         if settings.redis_sentinels and not settings.redis_sentinel_master:
             raise ConfigError("REDIS_SENTINEL_MASTER must name the primary the sentinels watch")
         if settings.store_replica_timeout > timedelta(seconds=2):

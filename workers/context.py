@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import timedelta
 
-from redis import Redis
+from redis import Redis, RedisCluster
 from rq import Queue, get_current_job
 
 from webhook.agora_client import AgoraClient, CallRecord
@@ -15,6 +16,7 @@ from webhook.jobs import callback_queue
 from webhook.recordings import RecordingFacts
 from webhook.store import CallbackStore, SessionSummary, now_ms
 from webhook.store.alerts import AlertStore
+from webhook.store.connections import connect_cluster
 from webhook.store.recordings import RecordingStore
 from webhook.store.worker_counters import WorkerCounters
 from workers.lifecycle import Deadlines, Verification, file_names
@@ -74,17 +76,25 @@ class WorkerContext:
 
 
 def build_context(settings: Settings, redis: Redis) -> WorkerContext:
+    store = event_store_client(settings.store_cluster_url) if settings.store_cluster_url else redis
     return WorkerContext(
         settings=settings,
         redis=redis,
         callbacks=CallbackStore(
-            redis, retention=settings.retention, dedupe_window=settings.dedupe_window
+            store, retention=settings.retention, dedupe_window=settings.dedupe_window
         ),
         recordings=RecordingStore(redis, retention=settings.retention),
         alerts=AlertStore(redis, retention=settings.retention),
         queue=callback_queue(redis, settings.queue_name),
         counters=WorkerCounters(redis),
     )
+
+
+@functools.cache
+def event_store_client(url: str) -> RedisCluster:
+    """One Redis Cluster client per worker process (it keeps the slot map and a pool per
+    node), for the event store when STORE_CLUSTER_URL is set."""
+    return connect_cluster(url, timeout=timedelta(seconds=5))
 
 
 @functools.cache

@@ -39,7 +39,7 @@ def test_a_row_carries_the_summary_state_and_active_alert_kinds(redis: Redis):
     raise_alert(alerts, "sid-a", "stale_session")
     alerts.resolve("sid-a", "stale_session", now_ms=NOW, note="back")
 
-    (row,) = session_rows(redis, ["sid-a"])
+    (row,) = session_rows(redis, redis, ["sid-a"])
 
     assert row.state == "backuped"
     assert row.upload_progress == 4200
@@ -55,7 +55,7 @@ def test_a_session_known_only_from_the_apps_start_has_its_channel(redis: Redis):
     )  # fmt: skip
     RecordingStore(redis).record_start("sid-b", start)
 
-    (row,) = session_rows(redis, ["sid-b"])
+    (row,) = session_rows(redis, redis, ["sid-b"])
 
     assert (row.cname, row.last_seen_ms, row.upload_progress, row.active_alerts) == (
         "from-start",
@@ -69,9 +69,9 @@ def test_rows_keep_the_order_asked_for_and_unknown_sessions_are_blank(redis: Red
     store_progress(redis, "sid-1", 1)
     store_progress(redis, "sid-2", 2)
 
-    rows = session_rows(redis, ["sid-2", "nothing", "sid-1"])
+    rows = session_rows(redis, redis, ["sid-2", "nothing", "sid-1"])
 
     assert [(r.sid, r.state, r.upload_progress) for r in rows] == [
         ("sid-2", "unknown", 2), ("nothing", "unknown", None), ("sid-1", "unknown", 1)
     ]  # fmt: skip
-    assert session_rows(redis, []) == []
+    assert session_rows(redis, redis, []) == []

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import logging
 import math
 import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from importlib import resources
 from typing import Any, Literal, cast
 
 import orjson
-from redis import Redis
+from redis import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -22,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from webhook.errors import StoreUnavailableError
 from webhook.events import Callback, RecordedFile
 from webhook.store import keys
+from webhook.store.connections import StoreClient
 from webhook.store.pages import newest_first
 
 logger = logging.getLogger(__name__)
@@ -42,6 +45,7 @@ MAX_REFRESH_INTERVAL = timedelta(hours=1)
 MINUTE_COUNTS_TTL_S = 24 * 3600
 
 _RECORD_LUA = resources.files("webhook.store").joinpath("lua/record_callback.lua").read_text()
+_APPLY_EFFECTS_LUA = resources.files("webhook.store").joinpath("lua/apply_effects.lua").read_text()
 
 
 def now_ms() -> int:
@@ -170,7 +174,7 @@ class CallbackStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: StoreClient,
         *,
         retention: timedelta = timedelta(days=30),
         dedupe_window: timedelta = timedelta(days=7),
@@ -186,7 +190,22 @@ class CallbackStore:
         # failover to one of them cannot lose what we acknowledged.
         self.min_replicas = min_replicas
         self.replica_timeout = replica_timeout
+        # On Redis Cluster the global keys are sharded (see keys.SHARDS) and written in a
+        # second step; on one primary everything is one script, one round trip.
+        self.clustered = isinstance(redis, RedisCluster)
+        self.shards: tuple[int | None, ...] = (
+            tuple(range(keys.SHARDS)) if self.clustered else (None,)
+        )
+        if self.clustered and min_replicas:
+            raise ValueError("WAIT for replicas is not available on Redis Cluster")
         self._record = redis.register_script(self._record_script())
+        self._apply_effects = redis.register_script(_APPLY_EFFECTS_LUA)
+        if self.clustered:
+            # The version key is in a slot of its own, out of the record script's reach:
+            # it is written here instead (a store that cannot reach Redis yet writes it
+            # the next time one is built, and callbacks get 503 meanwhile anyway).
+            with contextlib.suppress(RedisError):
+                redis.set(keys.schema_version(), keys.SCHEMA_VERSION)
 
     def _record_script(self) -> str:
         retention_s = int(self.retention.total_seconds())
@@ -204,6 +223,7 @@ class CallbackStore:
             f"local seq_limit, maxlen, version = {SEQUENCE_LIMIT}, {MAX_EVENTS_PER_SESSION}, "
             f"{keys.SCHEMA_VERSION}\n"
             f"local minute_ttl = {MINUTE_COUNTS_TTL_S}\n"
+            f"local cluster = {int(self.clustered)}\n"
         )
         return settings + _RECORD_LUA
 
@@ -237,24 +257,29 @@ class CallbackStore:
             callback.event_type if files is not None else "",
             sid,
         )
-        key_list = (
-            keys.events(sid),
-            keys.session(sid),
-            keys.notices(sid),
-            keys.sequences(sid),
+        session_keys = (
+            keys.events(sid), keys.session(sid), keys.notices(sid), keys.sequences(sid),
             keys.files(sid),
-            keys.sessions_by_activity(),
-            keys.sessions_by_cname(callback.cname or ""),
-            keys.stats(),
-            keys.pending_handoffs(),
-            keys.schema_version(),
-            keys.outcomes_in_minute(received_ms // 60_000),
-        )
+        )  # fmt: skip
         with _confirmed_write():
-            if self.min_replicas:
-                outcome, pending, duplicate_of, entry_id = self._record_replicated(key_list, args)
+            if self.clustered:
+                reply = self._record(keys=(*session_keys, keys.session_handoffs(sid)), args=args)
+                self._apply(sid, callback.cname or "", received_ms, reply[4])
             else:
-                outcome, pending, duplicate_of, entry_id = self._record(keys=key_list, args=args)
+                key_list = (
+                    *session_keys,
+                    keys.pending_handoffs(),
+                    keys.sessions_by_activity(),
+                    keys.sessions_by_cname(callback.cname or ""),
+                    keys.stats(),
+                    keys.schema_version(),
+                    keys.outcomes_in_minute(received_ms // 60_000),
+                )
+                if self.min_replicas:
+                    reply = self._record_replicated(key_list, args)
+                else:
+                    reply = self._record(keys=key_list, args=args)
+        outcome, pending, duplicate_of, entry_id = reply[:4]
         return RecordResult(
             outcome=outcome.decode(),
             needs_handoff=bool(pending),
@@ -287,23 +312,47 @@ class CallbackStore:
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _apply(self, sid: str, cname: str, received_ms: int, effects: list[bytes]) -> None:
+        """Redis Cluster: the global writes the record script asked for, in the sid's shard
+        (one more round trip). If this fails, the caller answers 503 and Agora's resend
+        redoes the idempotent ones (see record_callback.lua)."""
+        if not effects:
+            return
+        shard = keys.shard_of(sid)
+        self._apply_effects(
+            keys=(
+                keys.sessions_by_activity(shard), keys.sessions_by_cname(cname, shard),
+                keys.stats(shard), keys.outcomes_in_minute(received_ms // 60_000, shard),
+                keys.pending_handoffs(shard),
+            ),
+            args=(sid, cname, received_ms, int(self.retention.total_seconds()),
+                  MINUTE_COUNTS_TTL_S, *effects),
+        )  # fmt: skip
+
     def complete_handoff(self, sid: str, notice_id: str, entry_id: str) -> None:
         """The follow-up job for this callback has finished: stop re-enqueuing it."""
         member = keys.handoff_member(sid, notice_id, entry_id)
-        self.redis.zrem(keys.pending_handoffs(), member)
+        if self.clustered:
+            self.redis.zrem(keys.session_handoffs(sid), member)
+            self.redis.zrem(keys.pending_handoffs(keys.shard_of(sid)), member)
+        else:
+            self.redis.zrem(keys.pending_handoffs(), member)
 
     def pending_handoffs(
         self, *, older_than_ms: int, limit: int = 1000
     ) -> list[tuple[str, str, str]]:
         """(sid, noticeId, entry id) of callbacks whose follow-up job has not confirmed
-        since older_than_ms."""
-        members = cast(
-            list[bytes],
-            self.redis.zrangebyscore(
-                keys.pending_handoffs(), "-inf", older_than_ms, start=0, num=limit
-            ),
-        )
-        return [keys.parse_handoff_member(m.decode()) for m in members]
+        since older_than_ms, oldest first."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zrangebyscore(
+                keys.pending_handoffs(shard), "-inf", older_than_ms, start=0, num=limit,
+                withscores=True,
+            )  # fmt: skip
+        found = cast(list[list[tuple[bytes, float]]], pipe.execute())
+        oldest = heapq.nsmallest(limit, (row for rows in found for row in rows),
+                                 key=lambda row: (row[1], row[0]))  # fmt: skip
+        return [keys.parse_handoff_member(member.decode()) for member, _ in oldest]
 
     def record_rejected(self, rejection: Rejection) -> str:
         """Keep a refused request (bounded) and count it by reason.
@@ -321,29 +370,57 @@ class CallbackStore:
             "truncated": int(rejection.body_truncated),
             "body": rejection.body,
         }
+        # On Cluster the client's shard holds the log entry and its counters: one slot, so
+        # still one transaction. Each shard keeps its share of the bound.
+        shard = keys.shard_of(rejection.remote_addr or "") if self.clustered else None
+        bound = -(-self.rejected_max // len(self.shards))
         with _confirmed_write():
             pipe = self.redis.pipeline(transaction=True)
-            pipe.xadd(keys.rejected(), fields, maxlen=self.rejected_max, approximate=False)  # type: ignore[arg-type]  # redis-py's stub wants a narrower dict type
-            pipe.hincrby(keys.stats(), f"rejected:{rejection.reason}", 1)
-            minute = keys.outcomes_in_minute(rejection.received_ms // 60_000)
+            pipe.xadd(keys.rejected(shard), fields, maxlen=bound, approximate=False)  # type: ignore[arg-type]  # redis-py's stub wants a narrower dict type
+            pipe.hincrby(keys.stats(shard), f"rejected:{rejection.reason}", 1)
+            minute = keys.outcomes_in_minute(rejection.received_ms // 60_000, shard)
             pipe.hincrby(minute, f"rejected:{rejection.reason}", 1)
             pipe.expire(minute, MINUTE_COUNTS_TTL_S)
-            entry_id = cast(bytes, pipe.execute()[0])
-        return entry_id.decode()
+            entry_id = cast(bytes, pipe.execute()[0]).decode()
+        return entry_id if shard is None else f"g{shard}-{entry_id}"
 
     def rejected(self, count: int = 100) -> list[Rejection]:
         """The most recent refused requests, newest first."""
-        entries = cast(list[StreamEntry], self.redis.xrevrange(keys.rejected(), count=count))
-        return [_rejection(entry_id, fields) for entry_id, fields in entries]
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.xrevrange(keys.rejected(shard), count=count)
+        found = cast(list[list[StreamEntry]], pipe.execute())
+        tagged = [
+            (_stream_order(entry_id), shard, entry_id, fields)
+            for shard, entries in zip(self.shards, found, strict=True)
+            for entry_id, fields in entries
+        ]
+        newest = heapq.nlargest(count, tagged, key=lambda row: row[0])
+        return [
+            replace(_rejection(entry_id, fields),
+                    entry_id=_rejected_id(shard, entry_id.decode()))
+            for _, shard, entry_id, fields in newest
+        ]  # fmt: skip
 
     def rejected_entry(self, entry_id: str) -> Rejection | None:
-        """One kept refused request by its id (None for anything not a stream id)."""
+        """One kept refused request by its id (None for anything not an id we gave)."""
+        shard: int | None = None
+        if self.clustered:
+            tag, _, entry_id = entry_id.partition("-")
+            if not tag.startswith("g") or not tag[1:].isdigit():
+                return None
+            shard = int(tag[1:])
+            if shard not in self.shards:
+                return None
         if not STREAM_ID.fullmatch(entry_id):
             return None
         found = cast(
-            list[StreamEntry], self.redis.xrange(keys.rejected(), min=entry_id, max=entry_id)
+            list[StreamEntry],
+            self.redis.xrange(keys.rejected(shard), min=entry_id, max=entry_id),
         )
-        return _rejection(*found[0]) if found else None
+        if not found:
+            return None
+        return replace(_rejection(*found[0]), entry_id=_rejected_id(shard, entry_id))
 
     def events(self, sid: str, *, latest: int | None = None) -> list[StoredEvent]:
         """The session's log in arrival order; only its `latest` entries when given."""
@@ -382,38 +459,74 @@ class CallbackStore:
         """(sid, last activity ms), most recent first, from the indexes (never a SCAN).
 
         `after` is the (score, sid) of the last row of the previous page."""
-        key = keys.sessions_by_cname(cname) if cname else keys.sessions_by_activity()
-        return newest_first(self.redis, key, since_ms=since_ms, after=after, limit=limit)
+        index = [
+            keys.sessions_by_cname(cname, shard) if cname else keys.sessions_by_activity(shard)
+            for shard in self.shards
+        ]
+        return newest_first(self.redis, index, since_ms=since_ms, after=after, limit=limit)
 
     def prune(self, now_ms: int) -> int:
         """Apply the retention to the activity index now (writes also do it as they go);
         per-session keys and channel indexes expire by themselves. Returns entries removed."""
         oldest = now_ms - int(self.retention.total_seconds() * 1000)
-        removed = self.redis.zremrangebyscore(keys.sessions_by_activity(), "-inf", f"({oldest}")
-        return int(removed)
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zremrangebyscore(keys.sessions_by_activity(shard), "-inf", f"({oldest}")
+        return sum(int(n) for n in pipe.execute())
+
+    def active_sessions(self) -> int:
+        """How many sessions the activity index holds."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zcard(keys.sessions_by_activity(shard))
+        return sum(int(n) for n in pipe.execute())
 
     def outcomes_per_minute(self, now_ms: int, minutes: int) -> list[tuple[int, dict[str, int]]]:
         """(minute start ms, counters) for the last `minutes` minutes, oldest first; one
-        round trip."""
+        round trip (per node on Cluster)."""
         first = now_ms // 60_000 - minutes + 1
         pipe = self.redis.pipeline(transaction=False)
         for minute in range(first, first + minutes):
-            pipe.hgetall(keys.outcomes_in_minute(minute))
+            for shard in self.shards:
+                pipe.hgetall(keys.outcomes_in_minute(minute, shard))
         rows = cast(list[dict[bytes, bytes]], pipe.execute())
+        width = len(self.shards)
         return [
-            ((first + n) * 60_000, {k.decode(): int(v) for k, v in row.items()})
-            for n, row in enumerate(rows)
+            ((first + n) * 60_000, _summed(rows[n * width : (n + 1) * width]))
+            for n in range(minutes)
         ]
 
     def stats(self) -> dict[str, int]:
-        data = cast(dict[bytes, bytes], self.redis.hgetall(keys.stats()))
-        return {k.decode(): int(v) for k, v in data.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.hgetall(keys.stats(shard))
+        return _summed(cast(list[dict[bytes, bytes]], pipe.execute()))
 
     def ping(self) -> bool:
         try:
             return bool(self.redis.ping())
         except RedisError:
             return False
+
+
+def _summed(rows: list[dict[bytes, bytes]]) -> dict[str, int]:
+    """Counter hashes (one per shard) added up."""
+    total: dict[str, int] = {}
+    for row in rows:
+        for field_name, value in row.items():
+            name = field_name.decode()
+            total[name] = total.get(name, 0) + int(value)
+    return total
+
+
+def _stream_order(entry_id: bytes) -> tuple[int, int]:
+    ms, _, sequence = entry_id.partition(b"-")
+    return int(ms), int(sequence)
+
+
+def _rejected_id(shard: int | None, entry_id: str) -> str:
+    """The id the API shows: the stream id, prefixed with its shard on Cluster."""
+    return entry_id if shard is None else f"g{shard}-{entry_id}"
 
 
 def _text(value: bytes | None) -> str | None:

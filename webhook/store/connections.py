@@ -9,13 +9,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from redis import Redis
+from redis import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 Address = tuple[str, int]
+# The event store runs on either; both speak the commands it uses.
+StoreClient = Redis | RedisCluster
 
 
 def connect(
@@ -46,3 +48,13 @@ def connect(
     sentinel = Sentinel(list(sentinels), sentinel_kwargs=sentinel_timeouts)  # type: ignore[no-untyped-call]  # unannotated upstream
     client: Redis = sentinel.master_for(sentinel_master, **options, **credentials)  # type: ignore[no-untyped-call]  # unannotated upstream
     return client
+
+
+def connect_cluster(url: str, *, timeout: timedelta | None) -> RedisCluster:
+    """A Redis Cluster client for the event store, from any node's URL; it learns the
+    slot map from that node and follows MOVED/ASK redirections."""
+    options: dict[str, Any] = {}
+    if timeout is not None:
+        seconds = timeout.total_seconds()
+        options |= {"socket_timeout": seconds, "socket_connect_timeout": seconds}
+    return RedisCluster.from_url(url, **options)

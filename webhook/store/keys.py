@@ -6,14 +6,33 @@ SCHEMA_VERSION whenever a key or a field changes meaning.
 
 from __future__ import annotations
 
+import zlib
+
 PREFIX = "agora"
 SCHEMA_VERSION = 1
 
 
+# On Redis Cluster the store's global keys (indexes, counters, pending hand-offs, the
+# rejected log) are split into SHARDS keys each, so no single key and no single node takes
+# every write. A session's global entries all go to the shard of its sid; a refused
+# request's to the shard of its client. On one Redis primary there is one key of each
+# (shard None) and the record script writes them in the same round trip as the session.
+SHARDS = 16
+
+
+def shard_of(text: str) -> int:
+    """The global shard a sid (or a client address) belongs to, stable across processes."""
+    return zlib.crc32(text.encode()) % SHARDS
+
+
+def _global(name: str, shard: int | None) -> str:
+    # {g<n>} is a Cluster hash tag: every global key of one shard lands in one slot, so a
+    # session's index, counter and hand-off updates are one atomic script there.
+    return f"{PREFIX}:{name}" if shard is None else f"{PREFIX}:{{g{shard}}}:{name}"
+
+
 def _tagged(sid: str, kind: str) -> str:
-    # {sid} is a Cluster hash tag: every key of one session lands in one slot. (The record
-    # script also writes the global keys below, so on Cluster those writes must move out of
-    # it; today the store targets one Redis primary. See docs/redis-keys.md.)
+    # {sid} is a Cluster hash tag: every key of one session lands in one slot.
     return f"{PREFIX}:{{{sid}}}:{kind}"
 
 
@@ -92,26 +111,26 @@ def recordings_by_state(state: str) -> str:
     return f"{PREFIX}:recordings:state:{state}"
 
 
-def sessions_by_activity() -> str:
+def sessions_by_activity(shard: int | None = None) -> str:
     """Sorted set: sid scored by the last arrival time (ms)."""
-    return f"{PREFIX}:sessions"
+    return _global("sessions", shard)
 
 
-def sessions_by_cname(cname: str) -> str:
+def sessions_by_cname(cname: str, shard: int | None = None) -> str:
     """Sorted set: the sids of one channel, scored by the last arrival time (ms)."""
-    return f"{PREFIX}:cname:{cname}"
+    return _global(f"cname:{cname}", shard)
 
 
-def stats() -> str:
+def stats(shard: int | None = None) -> str:
     """Hash: counters by outcome: stored, duplicate, redundant, invalid, unknown_type,
     rejected:<reason>."""
-    return f"{PREFIX}:stats"
+    return _global("stats", shard)
 
 
-def outcomes_in_minute(minute: int) -> str:
+def outcomes_in_minute(minute: int, shard: int | None = None) -> str:
     """Hash, kept a day: the stats counters of callbacks that arrived in one minute
     (minute = arrival ms // 60000), plus rejected:<reason>; the dashboard's traffic chart."""
-    return f"{PREFIX}:stats:minute:{minute}"
+    return _global(f"stats:minute:{minute}", shard)
 
 
 def worker_counters() -> str:
@@ -120,22 +139,29 @@ def worker_counters() -> str:
     return f"{PREFIX}:worker-stats"
 
 
-def pending_handoffs() -> str:
+def pending_handoffs(shard: int | None = None) -> str:
     """Sorted set: "<sid> <noticeId> <entry id>" of callbacks whose follow-up job has not
     finished, scored by arrival time (ms)."""
-    return f"{PREFIX}:handoffs:pending"
+    return _global("handoffs:pending", shard)
 
 
-def rejected() -> str:
+def session_handoffs(sid: str) -> str:
+    """Sorted set, on Redis Cluster only: the session's own members of pending_handoffs, so
+    the record script can tell a resend whose hand-off is unfinished without leaving the
+    session's slot."""
+    return _tagged(sid, "handoffs")
+
+
+def rejected(shard: int | None = None) -> str:
     """Stream, capped: refused requests with reason, time, remote address and body."""
-    return f"{PREFIX}:rejected"
+    return _global("rejected", shard)
 
 
-def refusals_by_client(client: str) -> str:
+def refusals_by_client(client: str, shard: int | None = None) -> str:
     """String (counter), expires with its window: requests from one client (an IPv4
     address, or an IPv6 /64) refused because they failed verification; beyond
     AGORA_BAD_SIGNATURE_LIMIT they are answered 429 (webhook.store.ratelimit)."""
-    return f"{PREFIX}:refusals:{client}"
+    return _global(f"refusals:{client}", shard)
 
 
 def schema_version() -> str:

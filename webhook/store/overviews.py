@@ -1,4 +1,4 @@
-"""One line per session for lists (API and dashboard): a page of rows in two round trips,
+"""One line per session for lists (API and dashboard): a page of rows in three round trips,
 however many sessions the store holds."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from redis import Redis
 
 from webhook.alerts import alert_id
 from webhook.store import keys
+from webhook.store.connections import StoreClient
 
 _SUMMARY_FIELDS = ("cname", "last_seen_ms", "upload_status", "upload_progress")
 
@@ -29,20 +30,23 @@ class SessionRow:
     active_alerts: tuple[str, ...]
 
 
-def session_rows(redis: Redis, sids: Sequence[str]) -> list[SessionRow]:
-    """Rows for these sessions, in the same order: the summary's few fields, the lifecycle
-    state and the session's alert kinds in one pipeline, then those alerts' states."""
+def session_rows(store: StoreClient, redis: Redis, sids: Sequence[str]) -> list[SessionRow]:
+    """Rows for these sessions, in the same order: the summary's few fields (from the event
+    store, which may be a Redis Cluster), the lifecycle state and the session's alert kinds
+    (from the primary), then those alerts' states: a pipeline each."""
     if not sids:
         return []
-    pipe = redis.pipeline(transaction=False)
+    pipe = store.pipeline(transaction=False)
     for sid in sids:
         pipe.hmget(keys.session(sid), _SUMMARY_FIELDS)
+    summaries = cast(list[list[bytes | None]], pipe.execute())
+    pipe = redis.pipeline(transaction=False)
+    for sid in sids:
         pipe.hmget(keys.recording(sid), ("state", "cname"))
         pipe.smembers(keys.session_alerts(sid))
     replies = pipe.execute()
-    summaries = cast(list[list[bytes | None]], replies[0::3])
-    recordings = cast(list[list[bytes | None]], replies[1::3])
-    kinds = [sorted(k.decode() for k in cast(set[bytes], found)) for found in replies[2::3]]
+    recordings = cast(list[list[bytes | None]], replies[0::2])
+    kinds = [sorted(k.decode() for k in cast(set[bytes], found)) for found in replies[1::2]]
     states = _alert_states(redis, sids, kinds)
     rows = []
     for sid, summary, recording, session_kinds in zip(

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
-from redis import Redis
+from redis import RedisCluster
 from redis.exceptions import RedisError
 
 from webhook.errors import StoreUnavailableError
 from webhook.store import keys
 from webhook.store.callbacks import MINUTE_COUNTS_TTL_S
+from webhook.store.connections import StoreClient
 
 # Fixed window: the first refusal starts it. Beyond the limit a request is kept only when
 # it is the 1st, 2nd, 4th, 8th ... one over the limit (a sample that still shows the flood
@@ -79,9 +80,10 @@ def client_of(remote_addr: str | None) -> str:
 class RefusalLimiter:
     """Counts refused, unverified requests per client in a fixed window."""
 
-    def __init__(self, redis: Redis, *, limit: int, window: timedelta) -> None:
+    def __init__(self, redis: StoreClient, *, limit: int, window: timedelta) -> None:
         self.limit = limit
         self.window = window
+        self.clustered = isinstance(redis, RedisCluster)
         self._count = redis.register_script(_COUNT_LUA)
 
     def hit(self, remote_addr: str | None, *, received_ms: int) -> Verdict:
@@ -91,10 +93,13 @@ class RefusalLimiter:
             StoreUnavailableError: Redis did not answer (the caller decides to fail open).
         """
         window_ms = max(1, int(self.window.total_seconds() * 1000))
+        client = client_of(remote_addr)
+        # On Redis Cluster the three keys share the client's shard (one slot, one script).
+        shard = keys.shard_of(client) if self.clustered else None
         key_list = (
-            keys.refusals_by_client(client_of(remote_addr)),
-            keys.stats(),
-            keys.outcomes_in_minute(received_ms // 60_000),
+            keys.refusals_by_client(client, shard),
+            keys.stats(shard),
+            keys.outcomes_in_minute(received_ms // 60_000, shard),
         )
         args = (self.limit, window_ms, MINUTE_COUNTS_TTL_S, f"rejected:{LIMITED_REASON}")
         try:

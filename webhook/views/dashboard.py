@@ -85,7 +85,7 @@ def overview() -> ResponseReturnValue:
     pipeline = {
         "queue_depth": queue.count,
         "failed_jobs": queue.failed_job_registry.count,
-        "workers_alive": recent_workers(current_store().redis),
+        "workers_alive": recent_workers(current_recordings().redis),
     }
     return render_template(
         "dashboard/overview.html", traffic=traffic, series=TRAFFIC_SERIES,
@@ -108,7 +108,9 @@ def sessions() -> ResponseReturnValue:
     else:
         found = current_store().recent_sessions(cname=query.get("cname"), after=after,
                                                 limit=PAGE_SIZE)  # fmt: skip
-    rows = session_rows(current_store().redis, [sid for sid, _ in found])
+    rows = session_rows(
+        current_store().redis, current_recordings().redis, [sid for sid, _ in found]
+    )
     if "state" in query and query.get("cname"):
         rows = [row for row in rows if row.cname == query["cname"]]
     next_cursor = encode_cursor(found[-1][1], found[-1][0]) if len(found) == PAGE_SIZE else None

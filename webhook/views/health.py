@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis import Redis
+from redis.exceptions import RedisError
 
-from webhook.extensions import current_alerts, current_queue, current_store
+from webhook.extensions import current_alerts, current_queue, current_recordings, current_store
 from webhook.metrics import recent_workers, render
 from webhook.openapi import openapi_document
 
@@ -26,9 +28,12 @@ def readyz() -> ResponseReturnValue:
     Workers are reported, not required: a web replica without workers still stores every
     callback (their follow-ups wait in the queue), while taking it out of the load
     balancer would make Agora's retries fail and its notifications be dropped."""
-    if not current_store().ping():
+    # Both the event store (maybe a Redis Cluster) and the primary behind the queue must
+    # answer: a callback needs the first, its hand-off the second.
+    redis = current_recordings().redis
+    if not current_store().ping() or not _pings(redis):
         return {"status": "unavailable", "redis": "unreachable"}, 503
-    alive = recent_workers(current_store().redis)
+    alive = recent_workers(redis)
     return {"status": "ready", "redis": "ok", "workers": alive,
             "workers_status": "ok" if alive else "none with a recent heartbeat"}  # fmt: skip
 
@@ -42,5 +47,12 @@ def openapi() -> ResponseReturnValue:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     """Prometheus exposition: callbacks, refusals, latencies, queue, jobs, alerts."""
-    body = render(current_store().redis, current_queue(), current_alerts())
+    body = render(current_recordings().redis, current_queue(), current_alerts())
     return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _pings(redis: Redis) -> bool:
+    try:
+        return bool(redis.ping())
+    except RedisError:
+        return False

@@ -32,7 +32,9 @@ def list_recordings() -> ResponseReturnValue:
         rows = current_store().recent_sessions(
             cname=query.get("cname"), since_ms=query.get("since"), after=after, limit=limit
         )
-    found = session_rows(current_store().redis, [sid for sid, _ in rows])
+    found = session_rows(
+        current_store().redis, current_recordings().redis, [sid for sid, _ in rows]
+    )
     items = [row_document(row) for row in found if _matches(row, query)]
     last_sid, last_score = rows[-1] if rows else ("", 0)
     next_cursor = encode_cursor(last_score, last_sid) if len(rows) == limit else None

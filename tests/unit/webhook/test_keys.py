@@ -27,6 +27,7 @@ def key_functions() -> dict[str, Callable[..., str]]:
         if func.__module__ == keys.__name__
         and not name.startswith("_")
         and "handoff_member" not in name
+        and name != "shard_of"
     }
 
 
@@ -40,6 +41,10 @@ def per_session() -> list[str]:
 
 def global_keys() -> list[str]:
     return sorted(n for n, f in key_functions().items() if "sid" not in parameters(f))
+
+
+def sharded() -> list[str]:
+    return sorted(n for n, f in key_functions().items() if "shard" in parameters(f))
 
 
 def cluster_hash_tag(key: str) -> str | None:
@@ -88,7 +93,7 @@ def test_no_module_but_keys_spells_a_redis_key() -> None:
 def test_the_classification_covers_every_key_function() -> None:
     assert per_session() == [
         "calls", "events", "files", "notices", "recording", "sequences", "session",
-        "session_alerts", "session_lock",
+        "session_alerts", "session_handoffs", "session_lock",
     ]  # fmt: skip
     assert set(per_session()) | set(global_keys()) == set(key_functions())
 
@@ -116,13 +121,38 @@ def test_per_session_keys_of_two_sids_never_collide() -> None:
 
 
 @pytest.mark.parametrize("name", global_keys())
-def test_global_keys_carry_no_hash_tag(name: str) -> None:
+def test_global_keys_carry_no_hash_tag_on_one_primary(name: str) -> None:
     func = key_functions()[name]
-    key = func(*["class1024" for _ in parameters(func)])
+    key = func(*["class1024" for p in parameters(func) if p != "shard"])
 
     assert key.startswith(f"{keys.PREFIX}:")
     assert "{" not in key
     assert "}" not in key
+
+
+@pytest.mark.parametrize("name", sharded())
+def test_a_sharded_global_key_carries_its_shard_as_the_hash_tag(name: str) -> None:
+    func = key_functions()[name]
+    args = ["class1024" for p in parameters(func) if p != "shard"]
+
+    made = {func(*args, shard=n) for n in range(keys.SHARDS)}
+
+    assert {cluster_hash_tag(k) for k in made} == {f"g{n}" for n in range(keys.SHARDS)}
+    assert func(*args) not in made
+
+
+def test_every_global_key_the_callback_path_writes_is_sharded() -> None:
+    assert {"outcomes_in_minute", "pending_handoffs", "refusals_by_client", "rejected",
+            "sessions_by_activity", "sessions_by_cname", "stats"} <= set(sharded())  # fmt: skip
+
+
+def test_shards_spread_sids_evenly_and_never_move() -> None:
+    counts = [0] * keys.SHARDS
+    for n in range(16_000):
+        counts[keys.shard_of(f"sid-{n}")] += 1
+
+    assert min(counts) > 800
+    assert keys.shard_of(SID) == keys.shard_of(SID)
 
 
 @pytest.mark.parametrize("sid", ["}x", "a{b}", "{"])

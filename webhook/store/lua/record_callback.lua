@@ -8,9 +8,17 @@
 -- keeps to about ten Redis calls: one HMGET and one HSET for the whole summary.
 
 local events, session, notices, seqs, files_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local by_activity, by_cname, stats, pending, version_key =
-  KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local minute = KEYS[11]
+-- pending: the global hand-off set on one primary; on Cluster the session's own copy.
+local pending = KEYS[6]
+-- The global keys, on one primary only. On Redis Cluster (cluster = 1, a constant like
+-- the settings below) they live in other slots: the script leaves them alone and returns
+-- the writes they need as "effects", which CallbackStore applies in the sid's shard.
+local by_activity, by_cname, stats, version_key, minute = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local effects = {}
+local function effect(kind, value)
+  effects[#effects + 1] = kind
+  effects[#effects + 1] = value
+end
 
 local nid, etype, seq, uid, cname, sendts = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local recv_raw, body, errors, known, follow_up = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
@@ -24,6 +32,7 @@ local recv = tonumber(recv_raw)
 -- Every outcome is counted twice: in the all-time totals and in the arrival minute's
 -- counters that the dashboard draws (kept minute_ttl seconds).
 local function count(outcome)
+  if cluster == 1 then return effect('count', outcome) end
   redis.call('HINCRBY', stats, outcome, 1)
   redis.call('HINCRBY', minute, outcome, 1)
   redis.call('EXPIRE', minute, minute_ttl)
@@ -41,8 +50,18 @@ local function duplicate(entry)
   -- A follow-up job that has not finished is handed off again: our earlier answer may
   -- have been a 503 because the enqueue failed after the write.
   local still_pending = 0
-  if redis.call('ZSCORE', pending, pending_member(entry)) then still_pending = 1 end
-  return {'duplicate', still_pending, '', entry}
+  if redis.call('ZSCORE', pending, pending_member(entry)) then
+    still_pending = 1
+    -- On Cluster the global entry is written after this script: make sure it exists.
+    if cluster == 1 then effect('pending', pending_member(entry)) end
+  end
+  if cluster == 1 then
+    -- The resend of a callback answered 503 because these global writes failed: redo the
+    -- index entry (idempotent); only the lost "stored" count stays lost.
+    local last = redis.call('HGET', session, 'last_seen_ms')
+    if last then effect('activity', last) end
+  end
+  return {'duplicate', still_pending, '', entry, effects}
 end
 
 -- 1. Dedupe. An event is identified by (eventType, sequence, uid) within its sid: the field
@@ -79,7 +98,7 @@ if first_nid then
     redis.call('HINCRBY', session, 'redundant', 1)
   end
   count('redundant')
-  return {'redundant', 0, first_nid, entry}
+  return {'redundant', 0, first_nid, entry, effects}
 end
 if identity then
   redis.call('HSET', notices, identity, nid .. ' ' .. entry)
@@ -128,7 +147,8 @@ end
 local is_new_session = not first
 if is_new_session then
   put('sid', sid)
-  redis.call('SET', version_key, version)
+  -- (On Cluster the store writes the version once when it starts.)
+  if cluster == 0 then redis.call('SET', version_key, version) end
 end
 do
   local earliest = true
@@ -198,10 +218,14 @@ if sq >= 0 then
 end
 
 -- 3. Indexes for dashboards.
-redis.call('ZADD', by_activity, 'GT', recv, sid)
-if cname ~= '' and redis.call('ZADD', by_cname, 'GT', recv, sid) == 1 then
-  -- A new member, maybe of a new index key, between two TTL refreshes.
-  redis.call('EXPIRE', by_cname, retention)
+if cluster == 1 then
+  effect('activity', recv_raw)
+else
+  redis.call('ZADD', by_activity, 'GT', recv, sid)
+  if cname ~= '' and redis.call('ZADD', by_cname, 'GT', recv, sid) == 1 then
+    -- A new member, maybe of a new index key, between two TTL refreshes.
+    redis.call('EXPIRE', by_cname, retention)
+  end
 end
 
 -- 4. Retention. Refreshing TTLs and trimming indexes on every callback would double this
@@ -214,10 +238,14 @@ if not refreshed or recv - tonumber(refreshed) >= refresh_ms then
   end
   redis.call('EXPIRE', notices, notices_ttl)
   local oldest = '(' .. (recv - retention * 1000)
-  redis.call('ZREMRANGEBYSCORE', by_activity, '-inf', oldest)
-  if cname ~= '' then
-    redis.call('ZREMRANGEBYSCORE', by_cname, '-inf', oldest)
-    redis.call('EXPIRE', by_cname, retention)
+  if cluster == 1 then
+    effect('trim', oldest)
+  else
+    redis.call('ZREMRANGEBYSCORE', by_activity, '-inf', oldest)
+    if cname ~= '' then
+      redis.call('ZREMRANGEBYSCORE', by_cname, '-inf', oldest)
+      redis.call('EXPIRE', by_cname, retention)
+    end
   end
 end
 redis.call('HSET', session, unpack(set))
@@ -230,6 +258,7 @@ count('stored')
 -- 5. Hand-off: remembered until the worker's job confirms it, so a lost enqueue is redone.
 if follow_up == '1' then
   redis.call('ZADD', pending, 'NX', recv, pending_member(entry))
-  return {'stored', 1, '', entry}
+  if cluster == 1 then effect('pending', pending_member(entry)) end
+  return {'stored', 1, '', entry, effects}
 end
-return {'stored', 0, '', entry}
+return {'stored', 0, '', entry, effects}
