@@ -7,6 +7,7 @@ import copy
 import json
 import random
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,9 @@ def interleave(
 
 
 def prepare(body: dict[str, Any], secret: str, host: str) -> PreparedRequest:
+    # Stamped now, as Agora does on each delivery: the service refuses signed callbacks
+    # older than a day as replays, and a run lasts minutes.
+    body["notifyMs"] = int(time.time() * 1000)
     raw = json.dumps(body, separators=(",", ":")).encode()
     head = (
         f"POST /agora/callback HTTP/1.1\r\nHost: {host}\r\n"
