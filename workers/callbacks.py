@@ -9,7 +9,6 @@ from webhook.events import EventType
 from webhook.store import now_ms
 from workers.context import WorkerContext, current_context
 from workers.lifecycle import alerts_for_event
-from workers.notify import announce
 from workers.reconcile import reconcile, session_lock
 
 logger = logging.getLogger(__name__)
@@ -36,12 +35,13 @@ def follow_up_callback(
         details = payload.get("details") if isinstance(payload, dict) else None
         cname = payload.get("cname") if isinstance(payload, dict) else None
         for spec in alerts_for_event(event.event_type, details or {}, sid):
-            alert, transition = ctx.alerts.raise_alert(
+            _, transition = ctx.alerts.raise_alert(
                 sid=sid, cname=cname, kind=spec.kind, message=spec.message,
                 evidence={**spec.evidence, "notice_id": notice_id}, now_ms=now,
             )  # fmt: skip
             if transition:
-                announce(ctx, alert, transition)
+                ctx.counters.count("alert_raised", spec.kind)
+        # (reconcile() below queues the deliveries of every transition not yet announced)
         if event.event_type == EventType.SESSION_FAILOVER:
             ctx.recordings.mark_failover(sid, event.received_ms)
         if event.event_type == EventType.BACKUPED and not event.redundant_of:

@@ -146,12 +146,16 @@ def apply(
         )  # fmt: skip
         if transition:
             ctx.counters.count("alert_raised", spec.kind)
-            announce(ctx, alert, transition)
     for kind in assessment.resolve_kinds:
-        resolved = ctx.alerts.resolve(sid, kind, now_ms=now, note=f"cleared: {assessment.state}")
-        if resolved:
+        if ctx.alerts.resolve(sid, kind, now_ms=now, note=f"cleared: {assessment.state}"):
             ctx.counters.count("alert_resolved", kind)
-            announce(ctx, *resolved)
+    # Every transition not yet announced, including one whose worker died between writing
+    # it and queueing its deliveries: delivery job ids are deterministic, so announcing
+    # twice queues nothing twice.
+    for alert in ctx.alerts.for_session(sid):
+        if alert.unannounced:
+            announce(ctx, alert, alert.unannounced)
+            ctx.alerts.mark_announced(alert.id, alert.unannounced)
     if assessment.next_due_ms is None:
         ctx.recordings.finish(sid)
         return

@@ -396,3 +396,31 @@ def test_a_callback_whose_hand_off_was_lost_is_followed_up_by_the_sweep(
 
     assert "recording_error" in {a.kind for a in ctx.alerts.for_session(SID)}
     assert ctx.redis.zcard(keys.pending_handoffs()) == 0
+
+
+def deliveries_queued(ctx: WorkerContext, alert_id: str) -> list[str]:
+    return sorted(j for j in ctx.queue.job_ids if j.startswith(f"deliver-{alert_id}-"))
+
+
+def test_a_transition_whose_worker_died_before_announcing_it_is_announced_next_time(
+    ctx: WorkerContext, s3_bucket: str
+):
+    backuped_at = backuped_session(ctx, s3_bucket)
+    # The worker wrote the alert, then died before queueing its deliveries.
+    alert, transition = ctx.alerts.raise_alert(
+        sid=SID, cname="class1024", kind="backup_not_uploaded", message="files missing",
+        evidence={}, now_ms=backuped_at + 5 * MIN,
+    )  # fmt: skip
+    assert transition == "raised"
+    assert deliveries_queued(ctx, alert.id) == []
+
+    reconcile(ctx, SID, backuped_at + 5 * MIN + 1)
+
+    queued = deliveries_queued(ctx, alert.id)
+    assert queued
+    assert all("-raised-" in job for job in queued)
+    found = ctx.alerts.get(alert.id)
+    assert found is not None
+    assert found.unannounced is None
+    reconcile(ctx, SID, backuped_at + 5 * MIN + 2)
+    assert deliveries_queued(ctx, alert.id) == queued

@@ -14,6 +14,12 @@ from webhook.alerts import KINDS, Alert, AlertState, Severity, Transition, alert
 from webhook.store import keys
 
 STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
+# Compare-and-clear: a newer transition written meanwhile stays to be announced.
+_CLEAR_ANNOUNCED_LUA = """
+if redis.call('HGET', KEYS[1], 'unannounced') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'unannounced', '')
+end
+"""
 MAX_DELIVERIES_KEPT = 10_000
 
 
@@ -24,6 +30,7 @@ class AlertStore:
         self.redis = redis
         # An alert is kept as long as the session it is about, counted from its last change.
         self.retention = retention
+        self._clear_announced = redis.register_script(_CLEAR_ANNOUNCED_LUA)
 
     def raise_alert(
         self,
@@ -61,6 +68,9 @@ class AlertStore:
                 "acknowledged_ms": "",
                 "resolved_ms": "",
                 "resolution": "",
+                # Cleared once the transition's deliveries are queued: a worker killed in
+                # between leaves it set, and the next reconciliation announces it.
+                "unannounced": "raised",
             }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
@@ -89,13 +99,18 @@ class AlertStore:
         pipe.hset(
             keys.alert(identifier),
             mapping={"state": "resolved", "resolved_ms": now_ms, "updated_ms": now_ms,
-                     "resolution": note},
+                     "resolution": note, "unannounced": "resolved"},
         )  # fmt: skip
         self._index(pipe, identifier, "resolved", now_ms)
         pipe.execute()
         alert = self.get(identifier)
         assert alert is not None  # noqa: S101  # just written
         return alert, "resolved"
+
+    def mark_announced(self, identifier: str, transition: Transition) -> None:
+        """The deliveries of this transition are queued: nothing left to announce (unless a
+        newer transition happened meanwhile)."""
+        self._clear_announced(keys=(keys.alert(identifier),), args=(transition,))
 
     def acknowledge(self, identifier: str, *, now_ms: int) -> Alert | None:
         """An operator has seen it; still active until its condition clears."""
@@ -191,4 +206,7 @@ def _alert(data: Mapping[bytes, bytes]) -> Alert:
         evidence=orjson.loads(data[b"evidence"]),
         acknowledged_ms=_optional_int(data.get(b"acknowledged_ms")),
         resolved_ms=_optional_int(data.get(b"resolved_ms")),
+        unannounced=cast(Transition, data[b"unannounced"].decode())
+        if data.get(b"unannounced")
+        else None,
     )
