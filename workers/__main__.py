@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 from rq.serializers import JSONSerializer
 
@@ -57,7 +58,20 @@ def main() -> int:
     # The sweep reschedules itself; seeding it here restarts the chain after any outage.
     seed_sweep(build_context(settings, redis))
     logger.info("worker starting: queue=%s redis=%s", queue.name, redact_url(settings.redis_url))
-    worker.work(with_scheduler=True, logging_level=logging.getLevelName(logger.getEffectiveLevel()))
+    level = logging.getLevelName(logger.getEffectiveLevel())
+    try:
+        worker.work(with_scheduler=True, logging_level=level)
+    except RedisError:
+        # RQ's teardown after a lost connection: the same case as below.
+        logger.exception("worker stopped: Redis failed")
+        return 1
+    # RQ's work() also returns after an unhandled error (a Redis restart, say) without
+    # anyone asking it to stop; a non-zero status makes systemd, Kubernetes or compose
+    # start a fresh worker. (RQ notes a stop request, SIGTERM or SIGINT, only in a private
+    # attribute: the time it arrived.)
+    if getattr(worker, "_shutdown_requested_date", None) is None:
+        logger.error("worker stopped without a stop request; exiting 1 to be restarted")
+        return 1
     return 0
 
 
