@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from webhook.alerts import alert_id
 from webhook.events import EventType
 from webhook.store import now_ms
 from workers.context import WorkerContext, current_context
@@ -35,6 +36,11 @@ def follow_up_callback(
         details = payload.get("details") if isinstance(payload, dict) else None
         cname = payload.get("cname") if isinstance(payload, dict) else None
         for spec in alerts_for_event(event.event_type, details or {}, sid):
+            if _already_raised_by(ctx, sid, spec.kind, notice_id):
+                # RQ re-runs a job whose worker died, even after its last step: the same
+                # event must not open a second episode of an alert it raised (and that
+                # may have been resolved since).
+                continue
             _, transition = ctx.alerts.raise_alert(
                 sid=sid, cname=cname, kind=spec.kind, message=spec.message,
                 evidence={**spec.evidence, "notice_id": notice_id}, now_ms=now,
@@ -49,3 +55,8 @@ def follow_up_callback(
             ctx.recordings.mark_backuped(sid, event.received_ms)
         reconcile(ctx, sid, now)
     ctx.callbacks.complete_handoff(sid, notice_id, entry_id)
+
+
+def _already_raised_by(ctx: WorkerContext, sid: str, kind: str, notice_id: str) -> bool:
+    current = ctx.alerts.get(alert_id(sid, kind))
+    return current is not None and current.evidence.get("notice_id") == notice_id

@@ -31,6 +31,7 @@ from webhook.redis_server import free_port
 from webhook.schemas import load_callback
 from webhook.store import keys, now_ms
 from workers import notify
+from workers.callbacks import follow_up_callback
 from workers.context import WorkerContext, build_context, configure, storage_verifier
 from workers.reconcile import reconcile
 
@@ -424,3 +425,25 @@ def test_a_transition_whose_worker_died_before_announcing_it_is_announced_next_t
     assert found.unannounced is None
     reconcile(ctx, SID, backuped_at + 5 * MIN + 2)
     assert deliveries_queued(ctx, alert.id) == queued
+
+
+def test_a_re_run_follow_up_never_opens_a_second_episode_of_its_alert(
+    ctx: WorkerContext, s3_bucket: str
+):
+    ctx.recordings.record_start(SID, start(s3_bucket))
+    stored = {}
+    for prefix, at in (("12_", T0 + MIN), ("31_", T0 + 2 * MIN)):
+        body = load_example(prefix)
+        stored[prefix] = (body["noticeId"], ctx.callbacks.record(
+            load_callback(body), json.dumps(body).encode(), received_ms=at).entry_id)  # fmt: skip
+    failover_notice, failover_entry = stored["12_"]
+    follow_up_callback(ctx, SID, failover_notice, failover_entry, T0 + MIN)
+    follow_up_callback(ctx, SID, *stored["31_"], T0 + 2 * MIN)
+    (resolved,) = [a for a in ctx.alerts.for_session(SID) if a.kind == "failover"]
+    assert resolved.state == "resolved"
+
+    # RQ runs the failover's job again (its worker died after the last step).
+    follow_up_callback(ctx, SID, failover_notice, failover_entry, T0 + 3 * MIN)
+
+    (again,) = [a for a in ctx.alerts.for_session(SID) if a.kind == "failover"]
+    assert (again.state, again.raised_ms) == ("resolved", resolved.raised_ms)
