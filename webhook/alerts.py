@@ -50,8 +50,8 @@ class Alert:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     acknowledged_ms: int | None = None
     resolved_ms: int | None = None
-    # A transition whose deliveries are not queued yet (see AlertStore.mark_announced).
-    unannounced: Transition | None = None
+    # Transitions whose deliveries are not queued yet, oldest first (AlertStore).
+    unannounced: tuple[Transition, ...] = ()
 
     def as_document(self) -> dict[str, Any]:
         """The JSON form sinks and the API send."""

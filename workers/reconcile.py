@@ -153,8 +153,9 @@ def apply(
     # it and queueing its deliveries: delivery job ids are deterministic, so announcing
     # twice queues nothing twice.
     for alert in ctx.alerts.for_session(sid):
+        for transition in alert.unannounced:
+            announce(ctx, alert, transition)
         if alert.unannounced:
-            announce(ctx, alert, alert.unannounced)
             ctx.alerts.mark_announced(alert.id, alert.unannounced)
     if assessment.next_due_ms is None:
         ctx.recordings.finish(sid)

@@ -422,7 +422,7 @@ def test_a_transition_whose_worker_died_before_announcing_it_is_announced_next_t
     assert all("-raised-" in job for job in queued)
     found = ctx.alerts.get(alert.id)
     assert found is not None
-    assert found.unannounced is None
+    assert found.unannounced == ()
     reconcile(ctx, SID, backuped_at + 5 * MIN + 2)
     assert deliveries_queued(ctx, alert.id) == queued
 
@@ -447,3 +447,24 @@ def test_a_re_run_follow_up_never_opens_a_second_episode_of_its_alert(
 
     (again,) = [a for a in ctx.alerts.for_session(SID) if a.kind == "failover"]
     assert (again.state, again.raised_ms) == ("resolved", resolved.raised_ms)
+
+
+def test_a_transition_left_unannounced_is_announced_even_if_the_alert_resolves_meanwhile(
+    ctx: WorkerContext, s3_server: S3Server, s3_bucket: str
+):
+    backuped_at = backuped_session(ctx, s3_bucket)
+    alert, _ = ctx.alerts.raise_alert(
+        sid=SID, cname="class1024", kind="backup_not_uploaded", message="files missing",
+        evidence={}, now_ms=backuped_at + 5 * MIN,
+    )  # fmt: skip
+    for playlist in PLAYLISTS:
+        put_recording(s3_server, s3_bucket, playlist)
+
+    reconcile(ctx, SID, backuped_at + 6 * MIN)
+
+    found = ctx.alerts.get(alert.id)
+    assert found is not None
+    assert (found.state, found.unannounced) == ("resolved", ())
+    queued = deliveries_queued(ctx, alert.id)
+    assert any("-raised-" in job for job in queued)
+    assert any("-resolved-" in job for job in queued)

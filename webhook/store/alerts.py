@@ -14,10 +14,14 @@ from webhook.alerts import KINDS, Alert, AlertState, Severity, Transition, alert
 from webhook.store import keys
 
 STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
-# Compare-and-clear: a newer transition written meanwhile stays to be announced.
+# Remove the announced transitions from the front of the pending ones: a transition
+# written meanwhile stays to be announced.
 _CLEAR_ANNOUNCED_LUA = """
-if redis.call('HGET', KEYS[1], 'unannounced') == ARGV[1] then
+local held = redis.call('HGET', KEYS[1], 'unannounced') or ''
+if held == ARGV[1] then
   redis.call('HSET', KEYS[1], 'unannounced', '')
+elseif string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+  redis.call('HSET', KEYS[1], 'unannounced', string.sub(held, #ARGV[1] + 2))
 end
 """
 MAX_DELIVERIES_KEPT = 10_000
@@ -68,8 +72,9 @@ class AlertStore:
                 "acknowledged_ms": "",
                 "resolved_ms": "",
                 "resolution": "",
-                # Cleared once the transition's deliveries are queued: a worker killed in
-                # between leaves it set, and the next reconciliation announces it.
+                # Transitions whose deliveries are not queued yet, in order: a worker killed
+                # in between leaves them, and the next reconciliation announces them. (A
+                # new episode supersedes whatever the last one left unannounced.)
                 "unannounced": "raised",
             }
         pipe = self.redis.pipeline(transaction=True)
@@ -99,7 +104,8 @@ class AlertStore:
         pipe.hset(
             keys.alert(identifier),
             mapping={"state": "resolved", "resolved_ms": now_ms, "updated_ms": now_ms,
-                     "resolution": note, "unannounced": "resolved"},
+                     "resolution": note,
+                     "unannounced": " ".join((*current.unannounced, "resolved"))},
         )  # fmt: skip
         self._index(pipe, identifier, "resolved", now_ms)
         pipe.execute()
@@ -107,10 +113,10 @@ class AlertStore:
         assert alert is not None  # noqa: S101  # just written
         return alert, "resolved"
 
-    def mark_announced(self, identifier: str, transition: Transition) -> None:
-        """The deliveries of this transition are queued: nothing left to announce (unless a
-        newer transition happened meanwhile)."""
-        self._clear_announced(keys=(keys.alert(identifier),), args=(transition,))
+    def mark_announced(self, identifier: str, transitions: tuple[Transition, ...]) -> None:
+        """The deliveries of these pending transitions are queued (not of any written
+        meanwhile)."""
+        self._clear_announced(keys=(keys.alert(identifier),), args=(" ".join(transitions),))
 
     def acknowledge(self, identifier: str, *, now_ms: int) -> Alert | None:
         """An operator has seen it; still active until its condition clears."""
@@ -206,7 +212,7 @@ def _alert(data: Mapping[bytes, bytes]) -> Alert:
         evidence=orjson.loads(data[b"evidence"]),
         acknowledged_ms=_optional_int(data.get(b"acknowledged_ms")),
         resolved_ms=_optional_int(data.get(b"resolved_ms")),
-        unannounced=cast(Transition, data[b"unannounced"].decode())
-        if data.get(b"unannounced")
-        else None,
+        unannounced=cast(
+            tuple[Transition, ...], tuple(data.get(b"unannounced", b"").decode().split())
+        ),
     )
