@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from webhook.alerts import Alert
 from webhook.events import EventType
 from webhook.recordings import RecordingFacts
+from webhook.schemas import encode_cursor
 from webhook.store import CallbackStore, SessionSummary, StoredEvent
 from webhook.store.alerts import AlertStore
-from webhook.store.overviews import SessionRow
+from webhook.store.overviews import SessionRow, session_rows
 from webhook.store.recordings import RecordingStore
 
 
@@ -92,6 +93,35 @@ def overview(
         "upload_progress": summary.upload_progress if summary else None,
         "open_alerts": sum(1 for a in alerts if a.state != "resolved"),
     }  # fmt: skip
+
+
+def session_page(
+    store: CallbackStore, recordings: RecordingStore, query: Mapping[str, Any]
+) -> tuple[list[SessionRow], str | None]:
+    """One page of sessions for a loaded RECORDING_LIST_QUERY_SCHEMA query (read API and
+    dashboard): newest activity first, or newest entry into `state`, from the indexes.
+    Returns the rows and the cursor of the next page (None on the last)."""
+    limit, after = query["limit"], query.get("cursor")
+    if "state" in query:
+        found = recordings.in_state(query["state"], after=after, limit=limit)
+    else:
+        found = store.recent_sessions(
+            cname=query.get("cname"), since_ms=query.get("since"), after=after, limit=limit
+        )
+    rows = session_rows(store.redis, recordings.redis, [sid for sid, _ in found])
+    if "state" in query:
+        # The state index is the listing there: cname and since then narrow it (the other
+        # indexes need no check, they are the filter).
+        rows = [row for row in rows if _matches(row, query)]
+    last_sid, last_score = found[-1] if found else ("", 0)
+    return rows, encode_cursor(last_score, last_sid) if len(found) == limit else None
+
+
+def _matches(row: SessionRow, query: Mapping[str, Any]) -> bool:
+    if query.get("cname") and row.cname != query["cname"]:
+        return False
+    since = query.get("since")
+    return not (since and (row.last_seen_ms is None or row.last_seen_ms < since))
 
 
 def row_document(row: SessionRow) -> dict[str, Any]:

@@ -19,10 +19,9 @@ from webhook.alerts import KINDS
 from webhook.charts import TRAFFIC_SERIES, timeline, traffic_chart
 from webhook.extensions import current_alerts, current_queue, current_recordings, current_store
 from webhook.metrics import recent_workers
-from webhook.reports import recording_document
-from webhook.schemas import ALERT_QUERY_SCHEMA, RECORDING_LIST_QUERY_SCHEMA, STATES, encode_cursor
+from webhook.reports import recording_document, session_page
+from webhook.schemas import ALERT_QUERY_SCHEMA, RECORDING_LIST_QUERY_SCHEMA, STATES
 from webhook.store import now_ms
-from webhook.store.overviews import session_rows
 from webhook.views import auth
 
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
@@ -102,18 +101,7 @@ def sessions() -> ResponseReturnValue:
         query = RECORDING_LIST_QUERY_SCHEMA.load(args | {"limit": PAGE_SIZE})
     except ValidationError as err:
         return render_template("dashboard/error.html", message=_explain(err)), 400
-    after = query.get("cursor")
-    if "state" in query:
-        found = current_recordings().in_state(query["state"], after=after, limit=PAGE_SIZE)
-    else:
-        found = current_store().recent_sessions(cname=query.get("cname"), after=after,
-                                                limit=PAGE_SIZE)  # fmt: skip
-    rows = session_rows(
-        current_store().redis, current_recordings().redis, [sid for sid, _ in found]
-    )
-    if "state" in query and query.get("cname"):
-        rows = [row for row in rows if row.cname == query["cname"]]
-    next_cursor = encode_cursor(found[-1][1], found[-1][0]) if len(found) == PAGE_SIZE else None
+    rows, next_cursor = session_page(current_store(), current_recordings(), query)
     return render_template(
         "dashboard/sessions.html",
         rows=rows,
