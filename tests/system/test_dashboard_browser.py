@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from redis import Redis
 
-from tests.conftest import SECRET, load_example
-from tests.system.test_service import ROOT, http_post, is_listening, stop, wait_for
+from tests.conftest import load_example
+from tests.system.test_service import ROOT, http_post, running_service, wait_for
 from webhook.alerts import alert_id
-from webhook.redis_server import RedisServer, free_port
 from webhook.store.alerts import AlertStore
 
 pytestmark = pytest.mark.system
@@ -66,30 +64,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
-    """gunicorn and one worker with the scheduler, against a private redis-server."""
-    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
-    port = free_port()
-    env = os.environ | {
-        "REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
-        "API_TOKENS": TOKEN, "APP_ENV": "production", "GUNICORN_BIND": f"127.0.0.1:{port}",
-    }  # fmt: skip
-    log = (tmp_path / "service.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "workers"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: is_listening(f"{base}/healthz"), 20, "gunicorn to be ready")
-        yield base, Redis.from_url(redis_server.url)
-    finally:
-        stop(web)
-        stop(worker)
-        redis_server.stop()
-        log.close()
+    with running_service(tmp_path, {"API_TOKENS": TOKEN}) as running:
+        yield running
 
 
 def send_failed_upload(base: str) -> None:

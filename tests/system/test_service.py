@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,18 +71,24 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
         raise AssertionError(f"{process.args!r} did not stop on signal {sig}") from None
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
+@contextmanager
+def running_service(
+    tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Redis]]:
     """gunicorn + one worker with the scheduler, against a private AOF redis-server."""
     redis_server = RedisServer(data_dir=tmp_path / "redis").start()
     port = free_port()
-    env = os.environ | {
-        "REDIS_URL": redis_server.url,
-        "AGORA_CALLBACK_SECRETS": f"{SECRET},previous-secret",
-        "APP_ENV": "production",
-        "PORT": str(port),
-        "GUNICORN_BIND": f"127.0.0.1:{port}",
-    }
+    env = (
+        os.environ
+        | {
+            "REDIS_URL": redis_server.url,
+            "AGORA_CALLBACK_SECRETS": f"{SECRET},previous-secret",
+            "APP_ENV": "production",
+            "PORT": str(port),
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+        }
+        | (extra_env or {})
+    )
     log = (tmp_path / "service.log").open("wb")
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
@@ -99,6 +106,12 @@ def service(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
         stop(worker)
         redis_server.stop()
         log.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[tuple[str, Redis]]:
+    with running_service(tmp_path) as running:
+        yield running
 
 
 def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[str, Redis]):
