@@ -104,6 +104,10 @@ class Settings:
     proxy_hops: int = 0
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # "notable": a line for every callback that is not a routine first delivery (duplicates,
+    # redundant copies, invalid ones, unknown types) and for every refusal; "all": a line
+    # for every callback too. Metrics count every callback either way.
+    log_callbacks: Literal["notable", "all"] = "notable"
     # Tokens app servers and operators present as "Authorization: Bearer <token>".
     api_tokens: tuple[str, ...] = ()
     # Agora's REST API, for query polling (optional: without credentials we never poll).
@@ -207,6 +211,7 @@ class Settings:
             proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             log_level=log_level,
+            log_callbacks=_choice(env, "LOG_CALLBACKS", ("notable", "all"), "notable"),  # type: ignore[arg-type]  # one of the Literal's values
             api_tokens=tuple(t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()),
             agora_api_base=env.get("AGORA_API_BASE", "").strip() or "https://api.sd-rtn.com",
             agora_app_id=env.get("AGORA_APP_ID", "").strip(),

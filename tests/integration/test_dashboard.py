@@ -9,6 +9,7 @@ import json
 import re
 from dataclasses import replace
 
+import flask
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
@@ -121,6 +122,22 @@ class TestLogin:
         browser.post("/dashboard/logout", data={"csrf": csrf(page)})
 
         assert browser.get("/dashboard/").status_code == 302
+
+    @pytest.mark.parametrize("path", ["/agora/callback", "/api/v1/recordings", "/dashboards"])
+    def test_no_session_is_opened_outside_the_dashboard(self, browser: FlaskClient, path: str):
+        # Opening one costs a callback real CPU, and nothing outside the dashboard uses it.
+        log_in(browser)
+        cookie = browser.get_cookie("agora_dashboard")
+        assert cookie is not None
+        app = browser.application
+
+        with app.test_request_context(path, headers={"Cookie": f"agora_dashboard={cookie.value}"}):
+            assert app.session_interface.is_null_session(flask.session)
+        with app.test_request_context(
+            "/dashboard/", headers={"Cookie": f"agora_dashboard={cookie.value}"}
+        ):
+            assert not app.session_interface.is_null_session(flask.session)
+            assert flask.session
 
 
 class TestPages:

@@ -24,7 +24,7 @@ from webhook.schemas import ALERT_QUERY_SCHEMA, RECORDING_LIST_QUERY_SCHEMA, STA
 from webhook.store import now_ms
 from webhook.views import auth
 
-bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+bp = Blueprint("dashboard", __name__, url_prefix=auth.DASHBOARD_PREFIX)
 
 # Pages reload themselves this often (seconds); ?refresh=0 turns it off.
 REFRESH_S = 15

@@ -82,6 +82,13 @@ def test_production_logs_json_and_development_logs_text_by_default() -> None:
     assert Settings.from_env(DEVELOPMENT).log_format == "text"
 
 
+def test_routine_callbacks_are_logged_only_when_asked_for() -> None:
+    assert Settings.from_env(PRODUCTION).log_callbacks == "notable"
+    assert Settings.from_env(PRODUCTION | {"LOG_CALLBACKS": "ALL"}).log_callbacks == "all"
+    with pytest.raises(ConfigError, match="LOG_CALLBACKS"):
+        Settings.from_env(PRODUCTION | {"LOG_CALLBACKS": "some"})
+
+
 def test_blank_values_mean_the_default() -> None:
     settings = Settings.from_env(PRODUCTION | {"REDIS_URL": "  ", "AGORA_MAX_BODY_BYTES": ""})
 
