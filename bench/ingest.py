@@ -3,7 +3,10 @@
 (a) service: this project's wsgi:app, production settings, signed callbacks;
 (b) floor:   read the body, one Redis SET, answer 200 (the least a durable receiver does);
 (c) bare:    read the body, answer 200 (context only).
-They are driven alternately, in rounds, from one load generator on loopback. Then the
+They are driven alternately, in rounds, from one load generator on loopback. Each run also
+counts the CPU time its gunicorn processes and its redis-server used per request: on this
+CPU-bound machine that cost is what sets the rate, and it varies far less between runs
+than the rate does (the same figure for the load generator is shown for context). Then the
 service alone at half its peak rate (open loop), the ledger (every 200 "stored" is in
 Redis exactly once), and Redis memory per stored event against the raw JSON size.
 """
@@ -36,6 +39,8 @@ from webhook.store import keys
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-not-a-real-one"
 HOST = "127.0.0.1"
+# The load generator's own CPU per request, every run (context: it shares the machine).
+LOAD_CPU_US: list[float] = []
 
 APPS = {
     "service": "wsgi:app",
@@ -49,11 +54,42 @@ class Target:
     name: str
     port: int
     process: subprocess.Popen[bytes]
+    redis_pid: int | None = None  # the redis-server this target writes to
     cursor: int = 0
     runs: list[LoadResult] = field(default_factory=list)
+    # CPU microseconds per request in each run: gunicorn (master and workers), redis-server.
+    server_cpu_us: list[float] = field(default_factory=list)
+    redis_cpu_us: list[float] = field(default_factory=list)
 
 
-def start_gunicorn(name: str, redis_url: str, log_dir: Path) -> Target:
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User plus system CPU time of these processes so far (Linux /proc; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (after pid, comm)
+    return total / os.sysconf("SC_CLK_TCK") if total else 0.0
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its children (gunicorn's master and its workers)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            children.append(int(stat.parent.name))
+    return [pid, *children]
+
+
+def start_gunicorn(
+    name: str, redis_url: str, log_dir: Path, writes_to: RedisServer | None = None
+) -> Target:
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -77,7 +113,8 @@ def start_gunicorn(name: str, redis_url: str, log_dir: Path) -> Target:
     while time.monotonic() < deadline:
         try:
             socket.create_connection((HOST, port), timeout=0.2).close()
-            return Target(name, port, process)
+            redis_pid = writes_to.process.pid if writes_to and writes_to.process else None
+            return Target(name, port, process, redis_pid)
         except OSError:
             if process.poll() is not None:
                 break
@@ -88,11 +125,19 @@ def start_gunicorn(name: str, redis_url: str, log_dir: Path) -> Target:
 def run_closed(
     target: Target, traffic: Sequence[PreparedRequest], seconds: float, conns: int
 ) -> LoadResult:
+    server = process_tree(target.process.pid)
+    redis = [target.redis_pid] if target.redis_pid else []
+    before = cpu_seconds(server), cpu_seconds(redis), time.process_time()
     result, used = asyncio.run(
         closed_loop(HOST, target.port, traffic[target.cursor :], connections=conns,
                     duration_s=seconds)
     )  # fmt: skip
+    after = cpu_seconds(server), cpu_seconds(redis), time.process_time()
     target.cursor += used
+    per_request = 1e6 / max(1, result.completed)
+    target.server_cpu_us.append((after[0] - before[0]) * per_request)
+    target.redis_cpu_us.append((after[1] - before[1]) * per_request)
+    LOAD_CPU_US.append((after[2] - before[2]) * per_request)
     return result
 
 
@@ -126,10 +171,11 @@ def store_memory(redis: Redis) -> int:
     return total
 
 
-def fmt(result: LoadResult) -> str:
+def fmt(result: LoadResult, target: Target) -> str:
     return (
         f"{result.rate:8.0f} req/s   p50 {result.percentile_ms(50):6.2f} ms   "
-        f"p99 {result.percentile_ms(99):6.2f} ms   non-200 "
+        f"p99 {result.percentile_ms(99):6.2f} ms   CPU/req {target.server_cpu_us[-1]:4.0f} "
+        f"+ {target.redis_cpu_us[-1]:3.0f} us   non-200 "
         f"{result.completed - result.statuses[200]}  errors {result.errors}"
     )
 
@@ -154,8 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mean_body = statistics.mean(raw_bytes.values())
         print(f"{len(traffic)} unique callbacks, mean body {mean_body:.0f} B")
         targets = [
-            start_gunicorn("service", redis_service.url, work),
-            start_gunicorn("floor", redis_floor.url, work),
+            start_gunicorn("service", redis_service.url, work, redis_service),
+            start_gunicorn("floor", redis_floor.url, work, redis_floor),
             start_gunicorn("bare", redis_floor.url, work),
         ]
         by_name = {t.name: t for t in targets}
@@ -163,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         answers: dict[str, bytes] = {}
         for target in targets:  # warm-up: imports, connection pools, script cache
             warm = run_closed(target, traffic, 1.0, args.connections)
+            target.server_cpu_us.clear()
+            target.redis_cpu_us.clear()
             if target is service:
                 answers.update(warm.answers)
             elif target.cursor:
@@ -176,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target.runs.append(result)
                 if target is service:
                     answers.update(result.answers)
-                print(f"round {round_no + 1}  {target.name:8s} {fmt(result)}", flush=True)
+                print(f"round {round_no + 1}  {target.name:8s} {fmt(result, target)}", flush=True)
 
         peak = {t.name: statistics.median(r.rate for r in t.runs) for t in targets}
         half_rate = peak["service"] / 2
@@ -200,15 +248,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         def p50(name: str) -> float:
             return statistics.median(r.percentile_ms(50) for r in by_name[name].runs)
 
+        def cpu(name: str) -> tuple[float, float]:
+            target = by_name[name]
+            return statistics.median(target.server_cpu_us), statistics.median(target.redis_cpu_us)
+
         print("\n== Ingestion benchmark (median of rounds; gunicorn settings as deploy/)")
         for name in APPS:
+            server_us, redis_us = cpu(name)
             print(
                 f"{name:8s} {peak[name]:8.0f} req/s   "
-                f"p50 {p50(name):6.2f} ms   p99 {p99(name):6.2f} ms"
+                f"p50 {p50(name):6.2f} ms   p99 {p99(name):6.2f} ms   "
+                f"CPU per request: gunicorn {server_us:4.0f} us + redis-server {redis_us:3.0f} us"
             )
+        print(f"(the load generator used {statistics.median(LOAD_CPU_US):.0f} us per request)")
         ratio_floor = peak["service"] / peak["floor"]
         ratio_bare = peak["service"] / peak["bare"]
         print(f"(a)/(b) service/floor = {ratio_floor:.2f}   (target >= 0.80)")
+        cpu_ratio = sum(cpu("floor")) / sum(cpu("service"))
+        print(f"        floor/service CPU per request = {cpu_ratio:.2f}")
         print(f"(a)/(c) service/bare  = {ratio_bare:.2f}")
         print(
             f"service at half peak ({half_rate:.0f} req/s offered, {half.rate:.0f} done): "
@@ -235,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "p99_ms": {n: p99(n) for n in APPS},
             "ratio_service_floor": ratio_floor,
             "ratio_service_bare": ratio_bare,
+            "cpu_us_per_request": {n: dict(zip(("gunicorn", "redis"), cpu(n), strict=True))
+                                   for n in APPS},
+            "cpu_ratio_floor_service": cpu_ratio,
             "half_peak": {"rate": half.rate, "p50_ms": half.percentile_ms(50),
                           "p99_ms": half.percentile_ms(99)},
             "ledger": book,

@@ -9,8 +9,9 @@ for i = 6, #ARGV, 2 do
   local kind, value = ARGV[i], ARGV[i + 1]
   if kind == 'count' then
     redis.call('HINCRBY', stats, value, 1)
-    redis.call('HINCRBY', minute, value, 1)
-    redis.call('EXPIRE', minute, minute_ttl)
+    if redis.call('HINCRBY', minute, value, 1) == 1 then
+      redis.call('EXPIRE', minute, minute_ttl)
+    end
   elseif kind == 'activity' then
     redis.call('ZADD', by_activity, 'GT', value, sid)
     if cname ~= '' and redis.call('ZADD', by_cname, 'GT', value, sid) == 1 then
