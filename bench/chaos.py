@@ -55,8 +55,8 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from standardwebhooks import Webhook
 
+from bench.processes import is_listening, stop, wait_for
 from bench.traffic import _template, interleave
-from tests.system.test_service import is_listening, stop, wait_for
 from webhook.alerts import alert_id
 from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer, free_port

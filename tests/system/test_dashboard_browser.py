@@ -19,8 +19,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from redis import Redis
 
+from bench.processes import wait_for
 from tests.conftest import load_example
-from tests.system.test_service import ROOT, http_post, running_service, wait_for
+from tests.system.test_service import ROOT, http_post, running_service
 from webhook.alerts import alert_id
 from webhook.store.alerts import AlertStore
 

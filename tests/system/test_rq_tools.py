@@ -14,8 +14,8 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
+from bench.processes import is_listening, stop, wait_for
 from tests.conftest import PostCallback, load_example, varied
-from tests.system.test_service import is_listening, stop, wait_for
 from webhook.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.system
