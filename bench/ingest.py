@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import cast
 from redis import Redis
 
 from bench.load import LoadResult, closed_loop, open_loop
+from bench.processes import cpu_seconds, listening_sockets, process_tree
 from bench.traffic import PreparedRequest, prepared_traffic
 from webhook.redis_server import RedisServer, free_port
 from webhook.store import keys
@@ -62,31 +62,6 @@ class Target:
     redis_cpu_us: list[float] = field(default_factory=list)
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User plus system CPU time of these processes so far (Linux /proc; 0 elsewhere)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (after pid, comm)
-    return total / os.sysconf("SC_CLK_TCK") if total else 0.0
-
-
-def process_tree(pid: int) -> list[int]:
-    """pid and its children (gunicorn's master and its workers)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid:
-            children.append(int(stat.parent.name))
-    return [pid, *children]
-
-
 def start_gunicorn(
     name: str, redis_url: str, log_dir: Path, writes_to: RedisServer | None = None
 ) -> Target:
@@ -109,16 +84,17 @@ def start_gunicorn(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    workers = int(env["WEB_CONCURRENCY"])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
+        # Every worker listens on its own SO_REUSEPORT socket (deploy/gunicorn.conf.py):
+        # measuring before all are up would send every connection to the first one.
+        if listening_sockets(port) >= workers:
             redis_pid = writes_to.process.pid if writes_to and writes_to.process else None
             return Target(name, port, process, redis_pid)
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
     raise RuntimeError(f"gunicorn for {name} did not start; see {log_dir / name}.log")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -19,7 +20,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from bench.processes import is_listening, stop, wait_for
+from bench.processes import (
+    connections_by_process,
+    is_listening,
+    listening_sockets,
+    process_tree,
+    stop,
+    wait_for,
+)
 from tests.conftest import DATA, SECRET, load_example
 from webhook.redis_server import RedisServer, free_port
 from webhook.signature import HEADER_V2, sign
@@ -118,6 +126,42 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
         if sample.name == "agora_worker_jobs_total" and sample.labels["outcome"] == "succeeded"
     )
     assert succeeded >= 1
+
+
+def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
+    # deploy/gunicorn.conf.py gives each worker its own SO_REUSEPORT socket. On one shared
+    # socket a few long-lived connections (Agora's, a load balancer's) often all went to
+    # one worker while the other idled: make bench measured under half the throughput.
+    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
+    port = free_port()
+    env = os.environ | {
+        "REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
+        "APP_ENV": "production", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
+    }  # fmt: skip
+    log = (tmp_path / "web.log").open("wb")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(16)]
+    try:
+        wait_for(lambda: listening_sockets(port) == 2, 20, "both workers to listen")
+        for connection in connections:  # kept alive, as Agora's are
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read()
+        workers = process_tree(web.pid)[1:]
+
+        held = connections_by_process(port, workers)
+
+        assert len(workers) == 2
+        assert sum(held.values()) == 16
+        assert all(held.values()), f"one worker holds every connection: {held}"
+    finally:
+        for connection in connections:
+            connection.close()
+        stop(web)
+        redis_server.stop()
+        log.close()
 
 
 def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis]):
