@@ -45,8 +45,8 @@ class DashboardSessions(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         # Only the dashboard has sessions. Opening one builds a signing serializer and
-        # parses cookies on every request, which cost a callback about a seventh of its
-        # CPU (make bench); None makes Flask use a null session that cannot be written.
+        # parses cookies on every request: ~60 µs of a callback's ~430 µs in one process,
+        # measured. None makes Flask use a null session that cannot be written.
         # (Flask opens the session before it matches the URL: the path is what we have.)
         path = request.path
         if path != DASHBOARD_PREFIX and not path.startswith(DASHBOARD_PREFIX + "/"):
