@@ -47,6 +47,12 @@ APPS = {
     "floor": "bench.floor:floor_app",
     "bare": "bench.floor:bare_app",
 }
+# --breakdown: the service with one part swapped out (bench/variants.py), name -> variant.
+VARIANTS = {
+    "noop-script": "noop_script",
+    "set-store": "set",
+    "minimal": "minimal",
+}
 
 
 @dataclass
@@ -76,14 +82,17 @@ def start_gunicorn(
         LOG_FORMAT="json",
         WEB_CONCURRENCY=os.environ.get("WEB_CONCURRENCY", "2"),
     )
-    log = (log_dir / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", APPS[name]],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    if name in VARIANTS:
+        env["BENCH_VARIANT"] = VARIANTS[name]
+    app = APPS.get(name, "bench.variants:app")
+    with (log_dir / f"{name}.log").open("wb") as log:  # gunicorn keeps its own copy
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", app],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     workers = int(env["WEB_CONCURRENCY"])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -162,6 +171,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="alternations; medians are reported")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--sessions", type=int, default=4000, help="recordings of traffic")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes"
+    )
+    parser.add_argument(
+        "--breakdown", action="store_true",
+        help="also measure the service with its record script made a no-op, with one SET "
+        "instead of its store, and a minimal signature + marshmallow + SET app",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="agora-bench-"))
@@ -180,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             start_gunicorn("floor", redis_floor.url, work, redis_floor),
             start_gunicorn("bare", redis_floor.url, work),
         ]
+        if args.breakdown:
+            targets += [start_gunicorn(n, redis_floor.url, work, redis_floor) for n in VARIANTS]
         by_name = {t.name: t for t in targets}
         service = by_name["service"]
         answers: dict[str, bytes] = {}
@@ -192,15 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif target.cursor:
                 target.cursor = 0
         for round_no in range(args.rounds):
-            order = targets[round_no % 3 :] + targets[: round_no % 3]
-            for target in order:
+            shift = round_no % len(targets)
+            for target in targets[shift:] + targets[:shift]:
                 if target is not service:
-                    target.cursor = 0  # floor and bare may reuse bodies; they do not dedupe
+                    target.cursor = 0  # the others may reuse bodies; they do not dedupe
                 result = run_closed(target, traffic, args.seconds, args.connections)
                 target.runs.append(result)
                 if target is service:
                     answers.update(result.answers)
-                print(f"round {round_no + 1}  {target.name:8s} {fmt(result, target)}", flush=True)
+                print(f"round {round_no + 1}  {target.name:11s} {fmt(result, target)}", flush=True)
 
         peak = {t.name: statistics.median(r.rate for r in t.runs) for t in targets}
         half_rate = peak["service"] / 2
@@ -229,10 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return statistics.median(target.server_cpu_us), statistics.median(target.redis_cpu_us)
 
         print("\n== Ingestion benchmark (median of rounds; gunicorn settings as deploy/)")
-        for name in APPS:
+        for name in by_name:
             server_us, redis_us = cpu(name)
             print(
-                f"{name:8s} {peak[name]:8.0f} req/s   "
+                f"{name:11s} {peak[name]:8.0f} req/s   "
                 f"p50 {p50(name):6.2f} ms   p99 {p99(name):6.2f} ms   "
                 f"CPU per request: gunicorn {server_us:4.0f} us + redis-server {redis_us:3.0f} us"
             )
@@ -243,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cpu_ratio = sum(cpu("floor")) / sum(cpu("service"))
         print(f"        floor/service CPU per request = {cpu_ratio:.2f}")
         print(f"(a)/(c) service/bare  = {ratio_bare:.2f}")
+        for name in VARIANTS if args.breakdown else ():
+            print(f"{name}/floor = {peak[name] / peak['floor']:.2f}")
         print(
             f"service at half peak ({half_rate:.0f} req/s offered, {half.rate:.0f} done): "
             f"p50 {half.percentile_ms(50):.2f} ms  p99 {half.percentile_ms(99):.2f} ms "
@@ -264,12 +285,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ledger exact" if exact else "LEDGER NOT EXACT")
         results = {
             "peak_rps": peak,
-            "p50_ms": {n: p50(n) for n in APPS},
-            "p99_ms": {n: p99(n) for n in APPS},
+            "p50_ms": {n: p50(n) for n in by_name},
+            "p99_ms": {n: p99(n) for n in by_name},
             "ratio_service_floor": ratio_floor,
             "ratio_service_bare": ratio_bare,
             "cpu_us_per_request": {n: dict(zip(("gunicorn", "redis"), cpu(n), strict=True))
-                                   for n in APPS},
+                                   for n in by_name},
             "cpu_ratio_floor_service": cpu_ratio,
             "half_peak": {"rate": half.rate, "p50_ms": half.percentile_ms(50),
                           "p99_ms": half.percentile_ms(99)},
@@ -277,9 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "memory_per_event_bytes": per_event,
             "raw_json_mean_bytes": raw_mean,
         }  # fmt: skip
-        out = ROOT / "bench" / "results"
-        out.mkdir(exist_ok=True)
-        (out / "ingest-latest.json").write_text(json.dumps(results, indent=2))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "ingest-latest.json").write_text(json.dumps(results, indent=2))
         return 0 if exact else 1
     finally:
         for target in targets:

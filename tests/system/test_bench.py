@@ -1,0 +1,32 @@
+"""`make bench`'s ingestion benchmark, end to end at a tiny size: it must keep working.
+
+No figure is checked here (speed is the benchmark's business, not a test's); what is
+checked is that every target answers, the ledger holds, and the report is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import ingest
+
+pytestmark = pytest.mark.system
+
+
+def test_the_ingestion_benchmark_runs_every_target_and_keeps_an_exact_ledger(tmp_path: Path):
+    code = ingest.main(
+        ["--rounds", "1", "--seconds", "0.5", "--sessions", "80", "--breakdown",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+
+    results = json.loads((tmp_path / "ingest-latest.json").read_text())
+    assert code == 0
+    assert set(results["peak_rps"]) == {*ingest.APPS, *ingest.VARIANTS}
+    assert all(rate > 0 for rate in results["peak_rps"].values())
+    ledger = results["ledger"]
+    assert ledger["answered_stored"] > 0
+    assert ledger["missing"] == ledger["stored_twice"] == 0
+    assert results["memory_per_event_bytes"] > 0
