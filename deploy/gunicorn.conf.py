@@ -1,6 +1,8 @@
 """gunicorn settings, from the environment. `gunicorn -c deploy/gunicorn.conf.py wsgi:app`."""
 
+import errno
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -43,9 +45,31 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server: object) -> None:
+    if reuse_port:
+        _refuse_a_port_in_use(bind)
     # Counts from a previous run must not be added to this one's.
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+
+
+def _refuse_a_port_in_use(address: str) -> None:
+    """With reuse_port, a second gunicorn of the same user on a taken port would bind it
+    too and silently take half the callbacks, maybe with other settings: fail instead."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or address.startswith(("unix:", "fd://")):
+        return  # not a TCP address: SO_REUSEPORT does not apply
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104  # gunicorn's reading of ":8000"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not count; a socket
+        # listening there (SO_REUSEPORT or not) still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise RuntimeError(f"{address} is already in use") from None
+            raise
 
 
 def child_exit(server: object, worker: object) -> None:

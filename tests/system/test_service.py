@@ -128,40 +128,74 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
     assert succeeded >= 1
 
 
-def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
-    # deploy/gunicorn.conf.py gives each worker its own SO_REUSEPORT socket. On one shared
-    # socket a few long-lived connections (Agora's, a load balancer's) often all went to
-    # one worker while the other idled: make bench measured under half the throughput.
-    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
-    port = free_port()
+@contextmanager
+def gunicorn_alone(
+    tmp_path: Path, port: int, name: str = "web"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """gunicorn with deploy/gunicorn.conf.py and two workers on 127.0.0.1:port, no RQ worker."""
+    redis_server = RedisServer(data_dir=tmp_path / f"redis-{name}").start()
     env = os.environ | {
         "REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
         "APP_ENV": "production", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
     }  # fmt: skip
-    log = (tmp_path / "web.log").open("wb")
-    web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(16)]
+    with (tmp_path / f"{name}.log").open("wb") as log:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        wait_for(lambda: listening_sockets(port) == 2, 20, "both workers to listen")
-        for connection in connections:  # kept alive, as Agora's are
-            connection.request("GET", "/healthz")
-            assert connection.getresponse().read()
-        workers = process_tree(web.pid)[1:]
-
-        held = connections_by_process(port, workers)
-
-        assert len(workers) == 2
-        assert sum(held.values()) == 16
-        assert all(held.values()), f"one worker holds every connection: {held}"
+        yield web
     finally:
-        for connection in connections:
-            connection.close()
         stop(web)
         redis_server.stop()
-        log.close()
+
+
+def test_keep_alive_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
+    # deploy/gunicorn.conf.py gives each worker its own SO_REUSEPORT socket. On one shared
+    # socket a few long-lived connections (Agora's, a load balancer's) often all went to
+    # one worker while the other idled: make bench measured under half the throughput.
+    port = free_port()
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=10) for _ in range(16)]
+    with gunicorn_alone(tmp_path, port) as web:
+        try:
+            wait_for(lambda: listening_sockets(port) == 2, 20, "both workers to listen")
+            for connection in connections:  # kept alive, as Agora's are
+                connection.request("GET", "/healthz")
+                assert connection.getresponse().read()
+            workers = process_tree(web.pid)[1:]
+
+            held = connections_by_process(port, workers)
+
+            assert len(workers) == 2
+            assert sum(held.values()) == 16
+            assert all(held.values()), f"one worker holds every connection: {held}"
+        finally:
+            for connection in connections:
+                connection.close()
+
+
+def test_a_second_gunicorn_on_a_taken_port_refuses_to_start(tmp_path: Path) -> None:
+    # With SO_REUSEPORT it could bind the port too and silently take half the callbacks.
+    port = free_port()
+    with gunicorn_alone(tmp_path, port, "first"):
+        wait_for(lambda: listening_sockets(port) == 2, 20, "the first gunicorn to listen")
+        with gunicorn_alone(tmp_path, port, "second") as second:
+            assert second.wait(timeout=30) == 1
+        assert f"127.0.0.1:{port} is already in use" in (tmp_path / "second.log").read_text()
+        assert listening_sockets(port) == 2
+        assert is_listening(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_gunicorn_restarts_at_once_on_a_port_its_last_run_served(tmp_path: Path) -> None:
+    # The previous run's connections linger in TIME_WAIT; they must not count as in use.
+    port = free_port()
+    with gunicorn_alone(tmp_path, port, "first"):
+        wait_for(lambda: listening_sockets(port) == 2, 20, "the first gunicorn to listen")
+        for _ in range(5):
+            assert is_listening(f"http://127.0.0.1:{port}/healthz")
+    with gunicorn_alone(tmp_path, port, "again"):
+        wait_for(lambda: listening_sockets(port) == 2, 20, "the restarted gunicorn to listen")
+        assert is_listening(f"http://127.0.0.1:{port}/healthz")
 
 
 def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis]):
