@@ -71,25 +71,19 @@ def process_tree(pid: int) -> list[int]:
 
 
 def listening_sockets(port: int) -> int:
-    """TCP sockets listening on this port (Linux /proc/net/tcp; state 0A is LISTEN)."""
+    """TCP sockets listening on this port (Linux /proc/net/tcp)."""
     try:
-        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        return sum(1 for state, _ in _tcp_sockets(port) if state == _LISTEN)
     except OSError:  # not Linux: one connectable socket is all we can tell
         with contextlib.suppress(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return 1 << 30
         return 0
-    wanted = f":{port:04X}"
-    return sum(1 for row in table if row.split()[1].endswith(wanted) and row.split()[3] == "0A")
 
 
 def connections_by_process(port: int, pids: Sequence[int]) -> dict[int, int]:
     """How many established TCP connections to this local port each process holds (Linux)."""
-    inodes = set()
-    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        columns = row.split()
-        if columns[1].endswith(f":{port:04X}") and columns[3] == "01":  # 01: ESTABLISHED
-            inodes.add(f"socket:[{columns[9]}]")
+    inodes = {f"socket:[{inode}]" for state, inode in _tcp_sockets(port) if state == _ESTABLISHED}
     held = {}
     for pid in pids:
         count = 0
@@ -98,3 +92,16 @@ def connections_by_process(port: int, pids: Sequence[int]) -> dict[int, int]:
                 count += os.readlink(fd) in inodes
         held[pid] = count
     return held
+
+
+_ESTABLISHED, _LISTEN = "01", "0A"  # /proc/net/tcp's st column
+
+
+def _tcp_sockets(port: int) -> list[tuple[str, str]]:
+    """(state, inode) of each IPv4 TCP socket on this local port, from /proc/net/tcp."""
+    found = []
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        columns = row.split()
+        if columns[1].endswith(f":{port:04X}"):
+            found.append((columns[3], columns[9]))
+    return found

@@ -1,10 +1,10 @@
 """The service with one part swapped out, for `make bench`'s --breakdown: where its CPU goes.
 
-Each is the real app from create_app(), production settings, except:
-- noop_script_app: the record script is replaced by one with the same keys and arguments
+BENCH_VARIANT picks one. Each is the real app from create_app(), production settings, except:
+- noop_script: the record script is replaced by one with the same keys and arguments
   that writes nothing (the client's work and the EVALSHA stay, Redis does nothing);
-- set_app: the store's record() is replaced by one SET of the body, as the floor does;
-- minimal_app: not the service at all, for scale: a bare Flask app that checks the
+- set: the store's record() is replaced by one SET of the body, as the floor does;
+- minimal: not the service at all, for scale: a bare Flask app that checks the
   signature, loads the body with the service's marshmallow schemas and makes one SET.
 None of these keeps what the service promises; they exist only to be measured.
 """

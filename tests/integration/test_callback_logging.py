@@ -3,24 +3,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 
 import pytest
-from flask.testing import FlaskClient
-from redis import Redis
 
-from tests.conftest import SECRET, PostCallback, load_example
-from webhook.app import create_app
+from tests.conftest import PostCallback, load_example
 from webhook.config import Settings
-from webhook.signature import HEADER_V2, sign
 
 LOGGER = "webhook.views.callbacks"
 
 
+def records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == LOGGER]
+
+
 def lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    return [r.getMessage() for r in records(caplog)]
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def test_a_duplicate_is_logged(post_callback: PostCallback, logged: pytest.LogCa
     post_callback(body)
 
     assert lines(logged) == ["callback duplicate"]
-    (record,) = [r for r in logged.records if r.name == LOGGER]
+    (record,) = records(logged)
     assert record.notice_id == body["noticeId"]  # type: ignore[attr-defined]  # from extra=
 
 
@@ -59,19 +58,17 @@ def test_an_invalid_or_unknown_callback_is_logged(
     post_callback(unknown)
 
     assert lines(logged) == ["callback stored", "callback stored"]
-    assert [r.valid for r in logged.records if r.name == LOGGER] == [False, True]  # type: ignore[attr-defined]
+    assert [r.valid for r in records(logged)] == [False, True]  # type: ignore[attr-defined]
 
 
-def test_log_callbacks_all_logs_every_callback(
-    settings: Settings, redis: Redis, logged: pytest.LogCaptureFixture
-) -> None:
-    client: FlaskClient = create_app(replace(settings, log_callbacks="all")).test_client()
-    raw = json.dumps(load_example("33_")).encode()
+class TestLogCallbacksAll:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return replace(settings, log_callbacks="all")
 
-    client.post(
-        "/agora/callback",
-        data=raw,
-        headers={"Content-Type": "application/json", HEADER_V2: sign(raw, SECRET)},
-    )
+    def test_every_callback_is_logged(
+        self, post_callback: PostCallback, logged: pytest.LogCaptureFixture
+    ) -> None:
+        post_callback(load_example("33_"))
 
-    assert lines(logged) == ["callback stored"]
+        assert lines(logged) == ["callback stored"]

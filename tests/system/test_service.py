@@ -37,6 +37,8 @@ pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# The web process as every deployment runs it.
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
 
 
 def http_post(url: str, body: bytes, secret: str | None = SECRET) -> tuple[int, Any]:
@@ -71,7 +73,7 @@ def running_service(
     )
     log = (tmp_path / "service.log").open("wb")
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+        GUNICORN,
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     worker = subprocess.Popen(
@@ -140,7 +142,7 @@ def gunicorn_alone(
     }  # fmt: skip
     with (tmp_path / f"{name}.log").open("wb") as log:
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
+            GUNICORN,
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
