@@ -21,7 +21,9 @@ from webhook.config import Settings
 from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
 from webhook.signature import HEADER_V2, sign
+from webhook.store import CallbackStore
 from workers.context import configure
+from workers.relay import relay_handoffs
 
 DATA = Path(__file__).parent / "data" / "callbacks"
 SECRET = "test-secret-current"
@@ -122,11 +124,13 @@ def post_callback(client: FlaskClient) -> PostCallback:
 
 @pytest.fixture
 def run_jobs(redis: Redis, settings: Settings) -> Callable[[], int]:
-    """Drain the callback queue with a SimpleWorker in burst mode; returns jobs done."""
+    """What a worker process does, once: relay the hand-offs waiting for a job, then drain
+    the callback queue with a SimpleWorker in burst mode; returns jobs done."""
 
     def run() -> int:
         configure(settings)
         queue = callback_queue(redis, settings.queue_name)
+        relay_handoffs(CallbackStore(redis, retention=settings.retention), queue)
         before: int = queue.finished_job_registry.count
         SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
         after: int = queue.finished_job_registry.count

@@ -22,7 +22,6 @@ from redis import Redis, RedisCluster
 from webhook.config import Settings
 from webhook.errors import ConfigError, WebhookError
 from webhook.intake import accept
-from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
 from webhook.reports import recording_document, timeline_document
 from webhook.schemas import STATES
@@ -271,8 +270,7 @@ def replay_rejected_command(entry_id: str) -> None:
         raise click.ClickException("the kept body was truncated at the size limit")
     try:
         _, result = accept(
-            ops.settings, ops.store, callback_queue(ops.redis, ops.settings.queue_name),
-            kept.body, signature_v2=kept.headers.get(HEADER_V2),
+            ops.settings, ops.store, kept.body, signature_v2=kept.headers.get(HEADER_V2),
             signature_v1=kept.headers.get(HEADER_V1), received_ms=now_ms(),
         )  # fmt: skip
     except WebhookError as err:

@@ -1,4 +1,4 @@
-"""Taking in one callback: verify, load, store once, hand off. No Flask here.
+"""Taking in one callback: verify, load, store once (hand-off included). No Flask here.
 
 The callback endpoint and the replay of a refused callback both go through accept(), so
 a replayed body meets the checks a fresh one does, all but one: the age of notifyMs, which
@@ -12,12 +12,10 @@ from datetime import timedelta
 from typing import NamedTuple
 
 import orjson
-from rq import Queue
 
 from webhook.config import Settings
 from webhook.errors import NotifyInFutureError, NotifyTooOldError, PayloadError
 from webhook.events import Callback
-from webhook.jobs import enqueue_callback
 from webhook.metrics import STORE_SECONDS
 from webhook.schemas import load_callback
 from webhook.signature import verify
@@ -69,7 +67,6 @@ def ensure_fresh(
 def accept(
     settings: Settings,
     store: CallbackStore,
-    queue: Queue,
     body: bytes,
     *,
     signature_v2: str | None,
@@ -77,7 +74,8 @@ def accept(
     received_ms: int,
     check_notify_age: bool = False,
 ) -> Accepted:
-    """Verify, load and store one callback, and hand it off when it needs a follow-up.
+    """Verify, load and store one callback; a follow-up event is handed off in the same
+    write (the workers' relay enqueues its job), so nothing here waits for RQ.
 
     check_notify_age: refuse a callback whose notifyMs is outside the accepted window around
     received_ms (when settings.max_notify_age is set). The endpoint asks for it. An
@@ -89,7 +87,7 @@ def accept(
         SignatureMissingError, SignatureError: not signed by any configured secret.
         PayloadError: not a callback we can file (not JSON, no ids).
         NotifyTooOldError, NotifyInFutureError: a signed callback outside the age window.
-        StoreUnavailableError: Redis did not confirm the write or the hand-off.
+        StoreUnavailableError: Redis did not confirm the write.
     """
     if not settings.accepts_unsigned:
         verify(
@@ -110,6 +108,4 @@ def accept(
         )
     with STORE_SECONDS.time():
         result = store.record(callback, body, received_ms=received_ms)
-    if result.needs_handoff:
-        enqueue_callback(queue, callback.sid, callback.notice_id, result.entry_id)
     return Accepted(callback, result)

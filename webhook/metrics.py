@@ -22,7 +22,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
-from webhook.store import keys, now_ms
+from webhook.store import CallbackStore, keys, now_ms
 from webhook.store.alerts import AlertStore
 from webhook.store.worker_counters import FAMILIES, WorkerCounters
 
@@ -47,8 +47,10 @@ STORE_SECONDS = Histogram(
 class PipelineCollector(Collector):
     """Gauges read from Redis at scrape time."""
 
-    def __init__(self, redis: Redis, queue: Queue, alerts: AlertStore) -> None:
-        self.redis, self.queue, self.alerts = redis, queue, alerts
+    def __init__(
+        self, redis: Redis, queue: Queue, alerts: AlertStore, callbacks: CallbackStore
+    ) -> None:
+        self.redis, self.queue, self.alerts, self.callbacks = redis, queue, alerts, callbacks
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         try:
@@ -65,6 +67,12 @@ class PipelineCollector(Collector):
         depth = GaugeMetricFamily("agora_queue_depth", "Jobs waiting in the RQ queue")
         depth.add_metric([], self.queue.count)
         yield depth
+        waiting = GaugeMetricFamily(
+            "agora_handoffs_waiting",
+            "Stored follow-up callbacks waiting for a worker's relay to enqueue their job",
+        )
+        waiting.add_metric([], self.callbacks.handoffs_waiting())
+        yield waiting
         failed = GaugeMetricFamily("agora_failed_jobs", "Jobs in RQ's failed registry")
         failed.add_metric([], self.queue.failed_job_registry.count)
         yield failed
@@ -160,7 +168,7 @@ def _lowest_score(redis: Redis, key: str) -> float | None:
     return float(rows[0][1]) if rows else None
 
 
-def render(redis: Redis, queue: Queue, alerts: AlertStore) -> bytes:
+def render(redis: Redis, queue: Queue, alerts: AlertStore, callbacks: CallbackStore) -> bytes:
     """The exposition text for /metrics: the processes' counters, then the pipeline gauges
     (distinct metric families, so the two texts simply follow each other)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -169,5 +177,5 @@ def render(redis: Redis, queue: Queue, alerts: AlertStore) -> bytes:
     else:
         counters = REGISTRY
     pipeline = CollectorRegistry()
-    pipeline.register(PipelineCollector(redis, queue, alerts))
+    pipeline.register(PipelineCollector(redis, queue, alerts, callbacks))
     return generate_latest(counters) + generate_latest(pipeline)

@@ -16,6 +16,7 @@ from webhook.logconfig import configure_logging
 from webhook.store import connect
 from workers.context import build_context, configure
 from workers.reconcile import seed_sweep
+from workers.relay import HandoffRelay
 
 logger = logging.getLogger("workers")
 
@@ -55,8 +56,12 @@ def main() -> int:
         maintenance_interval=MAINTENANCE_INTERVAL_S,
         worker_ttl=WORKER_TTL_S,
     )
+    ctx = build_context(settings, redis)
     # The sweep reschedules itself; seeding it here restarts the chain after any outage.
-    seed_sweep(build_context(settings, redis))
+    seed_sweep(ctx)
+    # Stored follow-up callbacks become jobs here, not on the web side (workers/relay.py).
+    relay = HandoffRelay(ctx.callbacks, queue)
+    relay.start()
     logger.info("worker starting: queue=%s redis=%s", queue.name, redact_url(settings.redis_url))
     level = logging.getLevelName(logger.getEffectiveLevel())
     try:
@@ -65,6 +70,8 @@ def main() -> int:
         # RQ's teardown after a lost connection: the same case as below.
         logger.exception("worker stopped: Redis failed")
         return 1
+    finally:
+        relay.stop()
     # RQ's work() also returns after an unhandled error (a Redis restart, say) without
     # anyone asking it to stop; a non-zero status makes systemd, Kubernetes or compose
     # start a fresh worker. (RQ notes a stop request, SIGTERM or SIGINT, only in a private

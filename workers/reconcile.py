@@ -207,9 +207,10 @@ def sweep_active_sessions() -> int:
 
 
 def requeue_lost_handoffs(ctx: WorkerContext, now: int) -> int:
-    """Callbacks stored but never handed off (the enqueue failed after the write, and
-    Agora's retries ran out): enqueue their follow-up now. A job that still exists is not
-    duplicated (unique ids); a job that finished has already cleared its hand-off."""
+    """Callbacks stored whose hand-off never became a job (a relay took it and then failed
+    or died, or no worker ran for a while): enqueue their follow-up now. A job that still
+    exists is not duplicated (unique ids); a job that finished has already cleared its
+    hand-off."""
     lost = ctx.callbacks.pending_handoffs(older_than_ms=now - HANDOFF_GRACE_MS)
     for sid, notice_id, entry_id in lost:
         enqueue_callback(ctx.queue, sid, notice_id, entry_id)

@@ -16,6 +16,7 @@ from webhook.config import Settings
 from webhook.jobs import callback_job_id, callback_queue
 from webhook.signature import HEADER_V1, HEADER_V2, sign
 from webhook.store import CallbackStore
+from workers.relay import relay_handoffs
 
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
 
@@ -353,7 +354,7 @@ class TestValidation:
 
 
 class TestHandoff:
-    def test_an_upload_event_is_handed_to_the_workers_once(
+    def test_an_upload_event_is_handed_off_with_its_write_and_the_relay_makes_one_job(
         self, post_callback: PostCallback, redis: Redis, settings: Settings, run_jobs: Any
     ):
         body = load_example("32_")
@@ -362,17 +363,22 @@ class TestHandoff:
         post_callback(body)
 
         queue = callback_queue(redis, settings.queue_name)
+        assert queue.count == 0  # the callback's answer never waits for RQ
+        assert redis.zcard("agora:handoffs:pending") == 1
+        assert redis.llen("agora:handoffs:ready") >= 1
+        assert relay_handoffs(CallbackStore(redis), queue) >= 1
         assert queue.job_ids == [callback_job_id(SID, body["noticeId"])]
         assert run_jobs() == 1
         assert redis.zcard("agora:handoffs:pending") == 0
 
-    def test_a_progress_tick_enqueues_nothing(
+    def test_a_progress_tick_hands_off_nothing(
         self, post_callback: PostCallback, redis: Redis, settings: Settings
     ):
         post_callback(load_example("33_"))
 
         assert callback_queue(redis, settings.queue_name).count == 0
         assert redis.zcard("agora:handoffs:pending") == 0
+        assert redis.llen("agora:handoffs:ready") == 0
 
     def test_a_resend_re_enqueues_a_hand_off_whose_job_vanished(
         self, post_callback: PostCallback, redis: Redis, settings: Settings, run_jobs: Any
@@ -380,15 +386,16 @@ class TestHandoff:
         body = load_example("11_")
         post_callback(body)
         queue = callback_queue(redis, settings.queue_name)
-        queue.empty()  # type: ignore[no-untyped-call]  # rq leaves it unannotated; as if the enqueue had failed after the write
+        relay_handoffs(CallbackStore(redis), queue)
+        queue.empty()  # type: ignore[no-untyped-call]  # rq leaves it unannotated; as if the job had been lost
 
         response = post_callback(body)
 
         assert response.get_json() == {"result": "duplicate"}
-        assert queue.count == 1
         assert run_jobs() == 1
         post_callback(body)
-        assert queue.count == 0
+        assert redis.llen("agora:handoffs:ready") == 0
+        assert run_jobs() == 0
 
 
 def test_retention_ttls_are_set_on_every_session_key(

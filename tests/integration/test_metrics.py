@@ -51,7 +51,9 @@ def test_callbacks_refusals_and_pipeline_state_are_counted(
     assert grew("agora_callbacks_total", event_type="33", outcome="stored") == 1
     assert grew("agora_callbacks_rejected_total", reason="signature_mismatch") == 1
     assert grew("agora_callback_ack_seconds_count") == 3
-    assert value(after, "agora_queue_depth") == 1  # the uploaded event's follow-up
+    # The uploaded event's follow-up waits for a worker's relay (none runs here).
+    assert value(after, "agora_handoffs_waiting") == 2  # stored, and resent while pending
+    assert value(after, "agora_queue_depth") == 0
     assert value(after, "agora_open_alerts", kind="backup_not_uploaded", severity="critical") == 1
     assert value(after, "agora_redis_up") == 1
 

@@ -34,8 +34,9 @@ from webhook.jobs import callback_queue
 from webhook.logconfig import logging_config
 from webhook.redis_server import RedisServer
 from webhook.signature import HEADER_V1, HEADER_V2, sign
-from webhook.store import now_ms
+from webhook.store import CallbackStore, now_ms
 from workers.context import configure
+from workers.relay import relay_handoffs
 
 CALLBACK_SECRET = "cbsecret-7Qx2-current-NEVER-LOGGED"
 OLD_CALLBACK_SECRET = "cbsecret-9Wm4-previous-NEVER-LOGGED"
@@ -188,10 +189,13 @@ def call_every_route(traffic: Traffic, app: Flask, *, store_works: bool = True) 
         traffic.keep(client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth))
 
 
-def run_worker(settings: Settings, redis: Redis) -> None:
+def run_worker(settings: Settings, redis: Redis) -> int:
+    """What a worker process does: relay the hand-offs, run the jobs; returns jobs run."""
     configure(settings)
     queue = callback_queue(redis, settings.queue_name)
+    relayed = relay_handoffs(CallbackStore(redis), queue)
     SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    return relayed
 
 
 def redis_contents(redis: Redis) -> bytes:
@@ -253,7 +257,8 @@ def test_no_secret_leaves_the_process(
     client = app.test_client()
 
     send_callbacks(traffic, client)
-    run_worker(secret_settings, Redis.from_url(secret_settings.redis_url))
+    # The worker's logs are checked too: it must have had follow-ups to run.
+    assert run_worker(secret_settings, Redis.from_url(secret_settings.redis_url)) > 0
     call_every_route(traffic, app)
     # Redis refusing our credential: every answer is a 503 or a refusal, and logged.
     wrong = secret_settings.redis_url.replace(REDIS_PASSWORD, WRONG_REDIS_PASSWORD)

@@ -25,12 +25,14 @@ from tests.integration import test_store as single
 from tests.topologies import ClusterTopology
 from webhook.app import create_app
 from webhook.config import Settings
+from webhook.events import FOLLOW_UP_EVENTS
 from webhook.jobs import callback_queue
 from webhook.schemas import load_callback
 from webhook.signature import HEADER_V2, sign
 from webhook.store import CallbackStore, Rejection, keys
 from webhook.store.ratelimit import RefusalLimiter
 from workers.context import configure, event_store_client
+from workers.relay import relay_handoffs
 
 NOW = 1_780_000_000_000
 
@@ -204,10 +206,15 @@ def test_the_whole_service_runs_with_its_event_store_on_the_cluster(
         answers.append(client.post("/agora/callback", data=raw, headers=headers).get_json())
     assert answers == [{"result": "stored"}] * len(answers)
 
-    # The worker reads the callbacks from the cluster and reconciles on the primary.
+    # The worker relays the hand-offs from the cluster's shards, reads the callbacks there
+    # and reconciles on the primary.
     configure(configured)
     main = Redis.from_url(configured.redis_url)
     queue = callback_queue(main, configured.queue_name)
+    follow_ups = [
+        p for p in example_files() if json.loads(p.read_text())["eventType"] in FOLLOW_UP_EVENTS
+    ]
+    assert relay_handoffs(CallbackStore(redis), queue) == len(follow_ups)
     SimpleWorker([queue], connection=main, serializer=JSONSerializer).work(burst=True)
     assert queue.failed_job_registry.count == 0
     store = CallbackStore(redis)

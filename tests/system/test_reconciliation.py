@@ -32,6 +32,7 @@ from standardwebhooks import Webhook
 from tests.integration.s3_server import S3Server
 from webhook.agora_client import AgoraClient
 from webhook.alerts import Alert
+from webhook.jobs import JOB_TIMEOUT_S
 from webhook.redis_server import RedisServer, free_port
 from webhook.store import keys
 from webhook.store.alerts import AlertStore
@@ -227,7 +228,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for process in [*processes, built.worker]:
             if process is not None and process.poll() is None:
                 process.terminate()
-                process.wait(30)
+                # A worker's warm shutdown lets its current job finish, up to the job's
+                # timeout: a stuck storage check takes ~30 s (3 tries of a 10 s read).
+                process.wait(JOB_TIMEOUT_S + 15)
         receiver.shutdown()
         receiver.server_close()
         blackhole.close()

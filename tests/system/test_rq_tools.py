@@ -16,7 +16,11 @@ from redis import Redis
 
 from bench.processes import is_listening, stop, wait_for
 from tests.conftest import PostCallback, load_example, varied
+from webhook.config import Settings
+from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer, free_port
+from webhook.store import CallbackStore
+from workers.relay import relay_handoffs
 
 pytestmark = pytest.mark.system
 
@@ -24,13 +28,16 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def queued(post_callback: PostCallback, client: FlaskClient) -> list[str]:
-    """Three follow-up callbacks accepted, their jobs waiting for a worker."""
+def queued(
+    post_callback: PostCallback, client: FlaskClient, redis: Redis, settings: Settings
+) -> list[str]:
+    """Three follow-up callbacks accepted and relayed, their jobs waiting for a worker."""
     notices = []
     for n, prefix in enumerate(("31_", "32_", "11_")):
         body = varied(load_example(prefix), notice_id=f"rq-tools-{n}")
         assert post_callback(body).json == {"result": "stored"}
         notices.append(body["noticeId"])
+    relay_handoffs(CallbackStore(redis), callback_queue(redis, settings.queue_name))
     return notices
 
 

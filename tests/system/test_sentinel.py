@@ -30,6 +30,7 @@ from webhook.jobs import callback_queue
 from webhook.signature import HEADER_V2, sign
 from webhook.store import CallbackStore, connect
 from workers.context import configure
+from workers.relay import relay_handoffs
 
 pytestmark = pytest.mark.system
 
@@ -131,9 +132,11 @@ def test_a_failover_mid_traffic_loses_only_what_replication_allows(
     if min_replicas:
         assert missing == 0
 
-    # The workers follow the primary too: every follow-up event is reconciled there.
+    # The workers follow the primary too: every follow-up event is relayed and reconciled
+    # there (the pending and ready hand-offs replicate with the event that made them).
     configure(configured)
     queue = callback_queue(redis, configured.queue_name)
+    relay_handoffs(CallbackStore(redis), queue)
     SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
     assert queue.failed_job_registry.count == 0
     assert queue.finished_job_registry.count >= SESSIONS - missing

@@ -43,6 +43,8 @@ SEQUENCE_LIMIT = 1_000_000
 MAX_REFRESH_INTERVAL = timedelta(hours=1)
 # The per-minute outcome counters feed the dashboard's traffic chart; a day is plenty.
 MINUTE_COUNTS_TTL_S = 24 * 3600
+# On Redis Cluster the relay polls the shards' ready lists this often when they are empty.
+CLUSTER_READY_POLL_S = 0.2
 
 _RECORD_LUA = resources.files("webhook.store").joinpath("lua/record_callback.lua").read_text()
 _APPLY_EFFECTS_LUA = resources.files("webhook.store").joinpath("lua/apply_effects.lua").read_text()
@@ -57,8 +59,9 @@ class RecordResult:
     """What record() did with one callback."""
 
     outcome: Outcome
-    # True when a follow-up job must be enqueued for this noticeId (first time, or retried
-    # because the earlier hand-off did not complete).
+    # True when the callback was handed off to the workers: a follow-up event stored for the
+    # first time, or resent while its job has not finished. The hand-off is in Redis
+    # (pending and ready) once record() returns; the workers' relay enqueues the job.
     needs_handoff: bool
     # The log entry of this callback (for a duplicate: of its first delivery).
     entry_id: str
@@ -274,6 +277,7 @@ class CallbackStore:
                     keys.stats(),
                     keys.schema_version(),
                     keys.outcomes_in_minute(received_ms // 60_000),
+                    keys.ready_handoffs(),
                 )
                 if self.min_replicas:
                     reply = self._record_replicated(key_list, args)
@@ -334,7 +338,7 @@ class CallbackStore:
             keys=(
                 keys.sessions_by_activity(shard), keys.sessions_by_cname(cname, shard),
                 keys.stats(shard), keys.outcomes_in_minute(received_ms // 60_000, shard),
-                keys.pending_handoffs(shard),
+                keys.pending_handoffs(shard), keys.ready_handoffs(shard),
             ),
             args=(sid, cname, received_ms, int(self.retention.total_seconds()),
                   MINUTE_COUNTS_TTL_S, *effects),
@@ -348,6 +352,69 @@ class CallbackStore:
             self.redis.zrem(keys.pending_handoffs(keys.shard_of(sid)), member)
         else:
             self.redis.zrem(keys.pending_handoffs(), member)
+
+    def take_ready_handoffs(
+        self, limit: int = 100, *, block: timedelta | None = None
+    ) -> list[tuple[str, str, str]]:
+        """(sid, noticeId, entry id) of up to `limit` hand-offs waiting for their job (on
+        Cluster: up to `limit` from each shard), oldest first, taken off the relay's list;
+        `block` waits that long for a first one (use a client without a shorter socket
+        timeout, as the workers' is). Those whose job has finished meanwhile (no longer
+        pending) are left out.
+
+        A hand-off taken here and then not enqueued (the relay died, Redis failed) stays in
+        pending_handoffs, and the sweep enqueues it after HANDOFF_GRACE_MS."""
+        members = self._pop_ready(limit, block)
+        if not members:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for member in members:
+            sid = keys.parse_handoff_member(member)[0]
+            shard = keys.shard_of(sid) if self.clustered else None
+            pipe.zscore(keys.pending_handoffs(shard), member)
+        still_pending = pipe.execute()
+        return [
+            keys.parse_handoff_member(member)
+            for member, score in zip(members, still_pending, strict=True)
+            if score is not None
+        ]
+
+    def handoffs_waiting(self) -> int:
+        """Hand-offs on the relay's list(s): it grows while no worker runs."""
+        pipe = self.redis.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.llen(keys.ready_handoffs(shard))
+        return sum(cast(list[int], pipe.execute()))
+
+    def _pop_ready(self, limit: int, block: timedelta | None) -> list[str]:
+        if not self.clustered:
+            ready = keys.ready_handoffs()
+            taken: list[bytes] = []
+            if block is not None:
+                # BLPOP wakes the moment a callback pushes; then take the rest without waiting.
+                first = cast(
+                    tuple[bytes, bytes] | None,
+                    self.redis.blpop([ready], timeout=max(1, round(block.total_seconds()))),
+                )
+                if first is None:
+                    return []
+                taken.append(first[1])
+                limit -= 1
+            if limit > 0:
+                taken += cast(list[bytes] | None, self.redis.lpop(ready, limit)) or []
+            return [member.decode() for member in taken]
+        # Redis Cluster: one list per shard, in different slots, so no single blocking pop
+        # can wait on all of them; poll them together instead (up to `limit` from each: a
+        # busy session keeps all its hand-offs in one shard).
+        deadline = time.monotonic() + (block.total_seconds() if block else 0)
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for shard in self.shards:
+                pipe.lpop(keys.ready_handoffs(shard), limit)
+            found = [m.decode() for rows in pipe.execute() if rows for m in rows]
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(CLUSTER_READY_POLL_S)
 
     def pending_handoffs(
         self, *, older_than_ms: int, limit: int = 1000

@@ -145,6 +145,13 @@ def pending_handoffs(shard: int | None = None) -> str:
     return _global("handoffs:pending", shard)
 
 
+def ready_handoffs(shard: int | None = None) -> str:
+    """List: pending_handoffs members waiting for the workers' relay to enqueue their job,
+    oldest first (the record script pushes, the relay pops). A member the relay took but
+    could not enqueue is still in pending_handoffs, where the sweep finds it."""
+    return _global("handoffs:ready", shard)
+
+
 def session_handoffs(sid: str) -> str:
     """Sorted set, on Redis Cluster only: the session's own members of pending_handoffs, so
     the record script can tell a resend whose hand-off is unfinished without leaving the

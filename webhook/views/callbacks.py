@@ -1,4 +1,4 @@
-"""POST /agora/callback: verify, load, store once, hand off, answer. Thin on purpose."""
+"""POST /agora/callback: verify, load, store once, answer. Thin on purpose."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from webhook.errors import (
     UnsupportedMediaTypeError,
     WebhookError,
 )
-from webhook.extensions import current_queue, current_settings, current_store
+from webhook.extensions import current_settings, current_store
 from webhook.intake import accept
 from webhook.metrics import ACK_SECONDS, CALLBACKS, REJECTED
 from webhook.signature import HEADER_V1, HEADER_V2
@@ -77,7 +77,6 @@ def receive_callback() -> ResponseReturnValue:
     callback, result = accept(
         settings,
         current_store(),
-        current_queue(),
         body,
         signature_v2=environ.get(_ENVIRON_V2),
         signature_v1=environ.get(_ENVIRON_V1),

@@ -47,7 +47,7 @@ def openapi() -> ResponseReturnValue:
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
     """Prometheus exposition: callbacks, refusals, latencies, queue, jobs, alerts."""
-    body = render(current_recordings().redis, current_queue(), current_alerts())
+    body = render(current_recordings().redis, current_queue(), current_alerts(), current_store())
     return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
 
 

@@ -10,7 +10,7 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
 from webhook.errors import NotFoundError, NotReplayableError
-from webhook.extensions import current_queue, current_settings, current_store
+from webhook.extensions import current_settings, current_store
 from webhook.intake import accept
 from webhook.schemas import REJECTED_QUERY_SCHEMA
 from webhook.signature import HEADER_V1, HEADER_V2
@@ -39,7 +39,6 @@ def replay(entry_id: str) -> ResponseReturnValue:
     _, result = accept(
         current_settings(),
         current_store(),
-        current_queue(),
         kept.body,
         signature_v2=kept.headers.get(HEADER_V2),
         signature_v1=kept.headers.get(HEADER_V1),

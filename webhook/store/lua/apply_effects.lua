@@ -2,6 +2,7 @@
 -- whose "effects" these are), in one atomic step in the sid's shard: every key here
 -- carries the shard's hash tag {g<n>}. All of them are idempotent but the counters.
 local by_activity, by_cname, stats, minute, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ready = KEYS[6]
 local sid, cname, recv = ARGV[1], ARGV[2], ARGV[3]
 local retention, minute_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 
@@ -25,6 +26,7 @@ for i = 6, #ARGV, 2 do
     end
   elseif kind == 'pending' then
     redis.call('ZADD', pending, 'NX', recv, value)
+    redis.call('RPUSH', ready, value)
   end
 end
 return #ARGV

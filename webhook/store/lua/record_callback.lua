@@ -14,6 +14,8 @@ local pending = KEYS[6]
 -- the settings below) they live in other slots: the script leaves them alone and returns
 -- the writes they need as "effects", which CallbackStore applies in the sid's shard.
 local by_activity, by_cname, stats, version_key, minute = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+-- ready: the relay's list of hand-offs to enqueue (one primary only; the effects on Cluster).
+local ready = KEYS[12]
 local effects = {}
 local function effect(kind, value)
   effects[#effects + 1] = kind
@@ -56,7 +58,11 @@ local function duplicate(entry)
   if redis.call('ZSCORE', pending, pending_member(entry)) then
     still_pending = 1
     -- On Cluster the global entry is written after this script: make sure it exists.
-    if cluster == 1 then effect('pending', pending_member(entry)) end
+    if cluster == 1 then
+      effect('pending', pending_member(entry))
+    else
+      redis.call('RPUSH', ready, pending_member(entry))
+    end
   end
   if cluster == 1 then
     -- The resend of a callback answered 503 because these global writes failed: redo the
@@ -258,10 +264,16 @@ if is_new_session then
 end
 count('stored')
 
--- 5. Hand-off: remembered until the worker's job confirms it, so a lost enqueue is redone.
+-- 5. Hand-off: remembered until the worker's job confirms it, so a lost enqueue is redone
+-- (the sweep), and queued for the workers' relay, which enqueues the job: the callback's
+-- answer never waits for RQ.
 if follow_up == '1' then
   redis.call('ZADD', pending, 'NX', recv, pending_member(entry))
-  if cluster == 1 then effect('pending', pending_member(entry)) end
+  if cluster == 1 then
+    effect('pending', pending_member(entry))
+  else
+    redis.call('RPUSH', ready, pending_member(entry))
+  end
   return {'stored', 1, '', entry, effects}
 end
 return {'stored', 0, '', entry, effects}
