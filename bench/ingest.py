@@ -48,6 +48,7 @@ APPS = {
 # --breakdown: the service with one part swapped out (bench/variants.py), name -> variant.
 VARIANTS = {
     "noop-script": "noop_script",
+    "spin-script": "spin_script",
     "set-store": "set",
     "minimal": "minimal",
 }
@@ -176,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--breakdown", action="store_true",
-        help="also measure the service with its record script made a no-op, with one SET "
-        "instead of its store, and a minimal signature + marshmallow + SET app",
+        help="also measure the service with its record script made a no-op (and a no-op "
+        "after a pure-CPU spin in Redis), with one SET instead of its store, and a minimal "
+        "signature + marshmallow + SET app",
     )  # fmt: skip
     args = parser.parse_args(argv)
 

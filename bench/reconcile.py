@@ -32,7 +32,7 @@ from bench.load import open_loop
 from bench.traffic import PreparedRequest, _template, prepare
 from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
-from webhook.store import keys
+from webhook.store import CallbackStore, keys
 
 TOKEN = "bench-api-token"
 
@@ -76,17 +76,24 @@ def send_all(port: int, requests: Sequence[PreparedRequest], rate: float) -> dic
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers"], cwd=ROOT, env=env,
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with log.open("ab") as out:  # the worker keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
 
 
 def wait_drained(redis: Redis, queue_name: str, timeout_s: float) -> None:
+    """Until no hand-off waits for the worker's relay and no job waits or runs."""
     queue = callback_queue(redis, queue_name)
+    store = CallbackStore(redis)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if queue.count == 0 and queue.started_job_registry.count == 0:
+        if (
+            store.handoffs_waiting() == 0
+            and queue.count == 0
+            and queue.started_job_registry.count == 0
+        ):
             return
         time.sleep(0.01)
     raise TimeoutError("the worker did not drain its queue")
@@ -121,7 +128,8 @@ def measure(worker_class: str, sessions: int, rate: float, work: Path) -> dict[s
         # Throughput: the terminal events of the first half, queued while the worker is off.
         batch = [r for pair in finals[:sessions] for r in pair]
         send_all(web.port, batch, rate=1500)
-        jobs = callback_queue(redis, "agora").count
+        # Each waits for the worker's relay, which makes it a job (part of what is measured).
+        jobs = CallbackStore(redis).handoffs_waiting() + callback_queue(redis, "agora").count
         worker = start_worker(env, work / "worker.log")
         began = time.perf_counter()
         wait_drained(redis, "agora", 600)
