@@ -122,18 +122,18 @@ def post_callback(client: FlaskClient) -> PostCallback:
     return post
 
 
-@pytest.fixture
-def run_jobs(redis: Redis, settings: Settings) -> Callable[[], int]:
+def run_worker_once(redis: Redis, settings: Settings) -> int:
     """What a worker process does, once: relay the hand-offs waiting for a job, then drain
     the callback queue with a SimpleWorker in burst mode; returns jobs done."""
+    configure(settings)
+    queue = callback_queue(redis, settings.queue_name)
+    relay_handoffs(CallbackStore(redis, retention=settings.retention), queue)
+    before: int = queue.finished_job_registry.count
+    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
+    after: int = queue.finished_job_registry.count
+    return after - before
 
-    def run() -> int:
-        configure(settings)
-        queue = callback_queue(redis, settings.queue_name)
-        relay_handoffs(CallbackStore(redis, retention=settings.retention), queue)
-        before: int = queue.finished_job_registry.count
-        SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
-        after: int = queue.finished_job_registry.count
-        return after - before
 
-    return run
+@pytest.fixture
+def run_jobs(redis: Redis, settings: Settings) -> Callable[[], int]:
+    return lambda: run_worker_once(redis, settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -62,6 +63,17 @@ def enqueue_callback(queue: Queue, sid: str, notice_id: str, entry_id: str) -> b
     except RedisError as err:
         raise StoreUnavailableError("the job queue is unreachable; retry later") from err
     return True
+
+
+def enqueue_handoffs(queue: Queue, handoffs: Iterable[tuple[str, str, str]]) -> None:
+    """Enqueue the follow-up of each (sid, noticeId, entry id); one whose job exists
+    already is skipped (unique job ids).
+
+    Raises:
+        StoreUnavailableError: Redis did not accept a job.
+    """
+    for sid, notice_id, entry_id in handoffs:
+        enqueue_callback(queue, sid, notice_id, entry_id)
 
 
 def reconcile_job_id(sid: str, due_ms: int) -> str:

@@ -54,14 +54,15 @@ class CompiledSchema(Generic[T]):
     def load(self, data: Any) -> T:
         """Raises:
         ValidationError: as schema.load() does."""
-        try:
-            result: T = self._load(data)
-        except (_DeclinedError, ValidationError):
-            result = self.schema.load(data)
+        fast = self.load_fast(data)
+        if fast is not None:
+            return fast
+        result: T = self.schema.load(data)
         return result
 
     def load_fast(self, data: Any) -> T | None:
-        """The fast path alone: the result, or None where it declines (for tests)."""
+        """The fast path alone: the result, or None where it declines (a loaded result is
+        never None: a dict, or what a post_load hook builds)."""
         try:
             result: T = self._load(data)
         except (_DeclinedError, ValidationError):
@@ -123,9 +124,7 @@ def _compile_field(field: fields.Field[Any]) -> _Loader:
     checks = tuple(field.validators)
     plain = _PLAIN_TYPES.get(type(field))
     if plain is not None:
-        if not checks:
-            return _plain_loader(plain)
-        return _validated_loader(plain, checks)
+        return _plain_loader(plain, checks)
     if checks:
         raise TypeError(f"{field!r}: validators on a structured field are not compiled")
     if type(field) is fields.Dict and field.key_field is None and field.value_field is None:
@@ -137,19 +136,10 @@ def _compile_field(field: fields.Field[Any]) -> _Loader:
     if type(field) is fields.List:
         return _list_loader(_compile_field(field.inner))
     # Any other field (a custom one, for example) is left to marshmallow, value by value.
-    return _field_loader(field)
+    return field.deserialize
 
 
-def _plain_loader(plain: type) -> _Loader:
-    def load(value: Any) -> Any:
-        if type(value) is not plain:
-            raise _DECLINED
-        return value
-
-    return load
-
-
-def _validated_loader(plain: type, checks: tuple[Callable[[Any], Any], ...]) -> _Loader:
+def _plain_loader(plain: type, checks: tuple[Callable[[Any], Any], ...]) -> _Loader:
     def load(value: Any) -> Any:
         if type(value) is not plain:
             raise _DECLINED
@@ -173,12 +163,5 @@ def _list_loader(load_item: _Loader) -> _Loader:
         if type(value) is not list:
             raise _DECLINED
         return [load_item(item) for item in value]
-
-    return load
-
-
-def _field_loader(field: fields.Field[Any]) -> _Loader:
-    def load(value: Any) -> Any:
-        return field.deserialize(value)
 
     return load

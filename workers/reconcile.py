@@ -22,7 +22,7 @@ from webhook.jobs import (
     JOB_RETRY,
     JOB_TIMEOUT_S,
     RECONCILE_SESSION,
-    enqueue_callback,
+    enqueue_handoffs,
     reconcile_job_id,
 )
 from webhook.recordings import RecordingFacts
@@ -212,8 +212,7 @@ def requeue_lost_handoffs(ctx: WorkerContext, now: int) -> int:
     exists is not duplicated (unique ids); a job that finished has already cleared its
     hand-off."""
     lost = ctx.callbacks.pending_handoffs(older_than_ms=now - HANDOFF_GRACE_MS)
-    for sid, notice_id, entry_id in lost:
-        enqueue_callback(ctx.queue, sid, notice_id, entry_id)
+    enqueue_handoffs(ctx.queue, lost)
     return len(lost)
 
 

@@ -13,11 +13,9 @@ import logging
 import threading
 from datetime import timedelta
 
-from redis.exceptions import RedisError
 from rq import Queue
 
-from webhook.errors import StoreUnavailableError
-from webhook.jobs import enqueue_callback
+from webhook.jobs import enqueue_handoffs
 from webhook.store import CallbackStore
 
 logger = logging.getLogger(__name__)
@@ -44,9 +42,8 @@ def relay_handoffs(
             still pending, and the sweep enqueues it (workers.reconcile.HANDOFF_GRACE_MS).
     """
     taken = callbacks.take_ready_handoffs(limit, block=wait)
-    for sid, notice_id, entry_id in taken:
-        # Unique job ids: a hand-off the sweep (or a resend) enqueued already is skipped.
-        enqueue_callback(queue, sid, notice_id, entry_id)
+    # A hand-off the sweep (or a resend) enqueued already is skipped.
+    enqueue_handoffs(queue, taken)
     return len(taken)
 
 
@@ -75,10 +72,8 @@ class HandoffRelay:
         while not self._stopping.is_set():
             try:
                 relay_handoffs(self.callbacks, self.queue, wait=READY_WAIT)
-            except (RedisError, StoreUnavailableError):
-                logger.exception("hand-off relay: Redis failed; the sweep covers what it lost")
-                self._stopping.wait(RETRY_AFTER_S)
             except Exception:
-                # A thread that dies silently would leave hand-offs to the two-minute sweep.
-                logger.exception("hand-off relay: unexpected error")
+                # Redis failing, or anything else: a thread that died would leave every
+                # hand-off to the two-minute sweep. What this round took is covered by it.
+                logger.exception("hand-off relay failed; trying again")
                 self._stopping.wait(RETRY_AFTER_S)

@@ -23,20 +23,15 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pythonjsonlogger.orjson import OrjsonFormatter
 from redis import Redis
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 from werkzeug.test import TestResponse
 
-from tests.conftest import load_example, varied
+from tests.conftest import load_example, run_worker_once, varied
 from webhook.app import create_app
 from webhook.config import Settings
-from webhook.jobs import callback_queue
 from webhook.logconfig import logging_config
 from webhook.redis_server import RedisServer
 from webhook.signature import HEADER_V1, HEADER_V2, sign
-from webhook.store import CallbackStore, now_ms
-from workers.context import configure
-from workers.relay import relay_handoffs
+from webhook.store import now_ms
 
 CALLBACK_SECRET = "cbsecret-7Qx2-current-NEVER-LOGGED"
 OLD_CALLBACK_SECRET = "cbsecret-9Wm4-previous-NEVER-LOGGED"
@@ -189,15 +184,6 @@ def call_every_route(traffic: Traffic, app: Flask, *, store_works: bool = True) 
         traffic.keep(client.post(f"/api/v1/rejected/{kept['id']}/replay", headers=auth))
 
 
-def run_worker(settings: Settings, redis: Redis) -> int:
-    """What a worker process does: relay the hand-offs, run the jobs; returns jobs run."""
-    configure(settings)
-    queue = callback_queue(redis, settings.queue_name)
-    relayed = relay_handoffs(CallbackStore(redis), queue)
-    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
-    return relayed
-
-
 def redis_contents(redis: Redis) -> bytes:
     """Every key and value in Redis, compressed values (RQ's job data) unpacked too."""
     parts: list[bytes] = []
@@ -258,7 +244,7 @@ def test_no_secret_leaves_the_process(
 
     send_callbacks(traffic, client)
     # The worker's logs are checked too: it must have had follow-ups to run.
-    assert run_worker(secret_settings, Redis.from_url(secret_settings.redis_url)) > 0
+    assert run_worker_once(Redis.from_url(secret_settings.redis_url), secret_settings) > 0
     call_every_route(traffic, app)
     # Redis refusing our credential: every answer is a 503 or a refusal, and logged.
     wrong = secret_settings.redis_url.replace(REDIS_PASSWORD, WRONG_REDIS_PASSWORD)

@@ -271,3 +271,15 @@ class TestTrafficByMinute:
         ttl = redis.ttl(keys.outcomes_in_minute(RECEIVED_MS // 60_000))
 
         assert 86_000 < ttl <= 86_400
+
+
+def test_a_redis_that_lost_its_script_cache_still_stores_the_callback(
+    store: CallbackStore, redis: Redis
+):
+    # A restarted or failed-over Redis starts with no scripts: the store loads its own.
+    redis.script_flush()
+
+    outcome = record(store, event("33_", 1, 1_000, "n1"))
+
+    assert outcome == "stored"
+    assert [e.notice_id for e in store.events(SID)] == ["n1"]

@@ -19,18 +19,14 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
 
-from tests.conftest import SECRET, load_example
+from tests.conftest import SECRET, load_example, run_worker_once
 from tests.topologies import MASTER_NAME, SentinelTopology, wait_until
 from webhook.app import create_app
 from webhook.config import Settings
 from webhook.jobs import callback_queue
 from webhook.signature import HEADER_V2, sign
 from webhook.store import CallbackStore, connect
-from workers.context import configure
-from workers.relay import relay_handoffs
 
 pytestmark = pytest.mark.system
 
@@ -134,10 +130,8 @@ def test_a_failover_mid_traffic_loses_only_what_replication_allows(
 
     # The workers follow the primary too: every follow-up event is relayed and reconciled
     # there (the pending and ready hand-offs replicate with the event that made them).
-    configure(configured)
+    run_worker_once(redis, configured)
     queue = callback_queue(redis, configured.queue_name)
-    relay_handoffs(CallbackStore(redis), queue)
-    SimpleWorker([queue], connection=redis, serializer=JSONSerializer).work(burst=True)
     assert queue.failed_job_registry.count == 0
     assert queue.finished_job_registry.count >= SESSIONS - missing
 

@@ -8,12 +8,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from importlib import resources
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import orjson
 from redis import RedisCluster
@@ -30,6 +30,7 @@ from webhook.store.pages import newest_first
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["stored", "duplicate", "redundant"]
+T = TypeVar("T")
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 # redis-py types replies loosely; with decode_responses off these are the real shapes.
 StreamEntry = tuple[bytes, dict[bytes, bytes]]
@@ -295,37 +296,38 @@ class CallbackStore:
         """EVALSHA straight through the client: redis-py's Script wrapper adds three call
         layers to every callback (measured ~2 µs), for the one case handled here."""
         command = ("EVALSHA", self._record.sha, len(key_list), *key_list, *args)
-        try:
-            return self.redis.execute_command(*command)  # type: ignore[no-untyped-call]  # unannotated upstream
-        except NoScriptError:
-            # A restarted or failed-over Redis has an empty script cache.
-            self.redis.script_load(self._record.script)
-            return self.redis.execute_command(*command)  # type: ignore[no-untyped-call]  # unannotated upstream
+        return self._with_script_loaded(
+            lambda: self.redis.execute_command(*command)  # type: ignore[no-untyped-call]  # unannotated upstream
+        )
 
     def _record_replicated(self, key_list: tuple[str, ...], args: tuple[Any, ...]) -> Any:
         """The record script and WAIT in one round trip. A duplicate waits too: Agora's
         retry after a 503 is answered 200 only once the replicas caught up."""
-        for attempt in (1, 2):
+
+        def run() -> list[Any]:
             pipe = self.redis.pipeline(transaction=False)
             # EVALSHA itself: a pipeline that runs a registered Script asks SCRIPT EXISTS
             # first, which would be a second round trip on every callback.
             pipe.evalsha(self._record.sha, len(key_list), *key_list, *args)
             pipe.wait(self.min_replicas, int(self.replica_timeout.total_seconds() * 1000))
-            try:
-                reply, replicas = pipe.execute()
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                # A restarted or failed-over Redis has an empty script cache.
-                self.redis.script_load(self._record.script)
-                continue
-            if int(replicas) < self.min_replicas:
-                raise StoreUnavailableError(
-                    f"stored, but {replicas} of {self.min_replicas} replica(s) confirmed it "
-                    "in time; retry later"
-                )
-            return reply
-        raise AssertionError("unreachable")  # pragma: no cover
+            return pipe.execute()
+
+        reply, replicas = self._with_script_loaded(run)
+        if int(replicas) < self.min_replicas:
+            raise StoreUnavailableError(
+                f"stored, but {replicas} of {self.min_replicas} replica(s) confirmed it "
+                "in time; retry later"
+            )
+        return reply
+
+    def _with_script_loaded(self, run: Callable[[], T]) -> T:
+        """run(), and once more after loading the record script if Redis lacked it: a
+        restarted or failed-over Redis has an empty script cache."""
+        try:
+            return run()
+        except NoScriptError:
+            self.redis.script_load(self._record.script)
+            return run()
 
     def _apply(self, sid: str, cname: str, received_ms: int, effects: list[bytes]) -> None:
         """Redis Cluster: the global writes the record script asked for, in the sid's shard
@@ -367,15 +369,14 @@ class CallbackStore:
         members = self._pop_ready(limit, block)
         if not members:
             return []
+        taken = [keys.parse_handoff_member(member) for member in members]
         pipe = self.redis.pipeline(transaction=False)
-        for member in members:
-            sid = keys.parse_handoff_member(member)[0]
+        for member, (sid, _, _) in zip(members, taken, strict=True):
             shard = keys.shard_of(sid) if self.clustered else None
             pipe.zscore(keys.pending_handoffs(shard), member)
-        still_pending = pipe.execute()
         return [
-            keys.parse_handoff_member(member)
-            for member, score in zip(members, still_pending, strict=True)
+            handoff
+            for handoff, score in zip(taken, pipe.execute(), strict=True)
             if score is not None
         ]
 

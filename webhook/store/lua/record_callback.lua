@@ -47,6 +47,16 @@ local function pending_member(entry)
   return sid .. ' ' .. nid .. ' ' .. entry
 end
 
+-- Queue a hand-off for the workers' relay, which enqueues its job. On Cluster the global
+-- pending entry and the shard's ready list are written after this script (an effect).
+local function queue_for_relay(member)
+  if cluster == 1 then
+    effect('pending', member)
+  else
+    redis.call('RPUSH', ready, member)
+  end
+end
+
 local function duplicate(entry)
   count('duplicate')
   if redis.call('EXISTS', session) == 1 then
@@ -55,14 +65,10 @@ local function duplicate(entry)
   -- A follow-up job that has not finished is handed off again: our earlier answer may
   -- have been a 503 because the enqueue failed after the write.
   local still_pending = 0
-  if redis.call('ZSCORE', pending, pending_member(entry)) then
+  local member = pending_member(entry)
+  if redis.call('ZSCORE', pending, member) then
     still_pending = 1
-    -- On Cluster the global entry is written after this script: make sure it exists.
-    if cluster == 1 then
-      effect('pending', pending_member(entry))
-    else
-      redis.call('RPUSH', ready, pending_member(entry))
-    end
+    queue_for_relay(member)
   end
   if cluster == 1 then
     -- The resend of a callback answered 503 because these global writes failed: redo the
@@ -268,12 +274,9 @@ count('stored')
 -- (the sweep), and queued for the workers' relay, which enqueues the job: the callback's
 -- answer never waits for RQ.
 if follow_up == '1' then
-  redis.call('ZADD', pending, 'NX', recv, pending_member(entry))
-  if cluster == 1 then
-    effect('pending', pending_member(entry))
-  else
-    redis.call('RPUSH', ready, pending_member(entry))
-  end
+  local member = pending_member(entry)
+  redis.call('ZADD', pending, 'NX', recv, member)
+  queue_for_relay(member)
   return {'stored', 1, '', entry, effects}
 end
 return {'stored', 0, '', entry, effects}
