@@ -49,9 +49,14 @@ APPS = {
 VARIANTS = {
     "noop-script": "noop_script",
     "spin-script": "spin_script",
+    "commands-only": "commands_only",
+    "dedupe-log": "dedupe_log",
     "set-store": "set",
     "minimal": "minimal",
 }
+# Targets that answer a noticeId they have seen "duplicate" without storing it again: they
+# must get fresh callbacks in every run, or they would measure the cheap duplicate path.
+DEDUPING = {"service", "dedupe-log"}
 
 
 @dataclass
@@ -178,8 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--breakdown", action="store_true",
         help="also measure the service with its record script made a no-op (and a no-op "
-        "after a pure-CPU spin in Redis), with one SET instead of its store, and a minimal "
-        "signature + marshmallow + SET app",
+        "after a pure-CPU spin in Redis), made only the real script's Redis calls, made only "
+        "a noticeId dedupe + log append, with one SET instead of its store, and a minimal "
+        "signature + marshmallow + SET app (bench/variants.py)",
     )  # fmt: skip
     args = parser.parse_args(argv)
 
@@ -210,13 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 figures.clear()
             if target is service:
                 answers.update(warm.answers)
-            elif target.cursor:
+            elif target.name not in DEDUPING:
                 target.cursor = 0
         for round_no in range(args.rounds):
             shift = round_no % len(targets)
             for target in targets[shift:] + targets[:shift]:
-                if target is not service:
-                    target.cursor = 0  # the others may reuse bodies; they do not dedupe
+                if target.name not in DEDUPING:
+                    target.cursor = 0  # the others may reuse bodies
                 result = run_closed(target, traffic, args.seconds, args.connections)
                 target.runs.append(result)
                 if target is service:
@@ -290,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "peak_rps": peak,
             "p50_ms": {n: p50(n) for n in by_name},
             "p99_ms": {n: p99(n) for n in by_name},
+            "non_200": {t.name: sum(r.completed - r.statuses[200] + r.errors for r in t.runs)
+                        for t in targets},
             "ratio_service_floor": ratio_floor,
             "ratio_service_bare": ratio_bare,
             "cpu_us_per_request": {n: dict(zip(("gunicorn", "redis"), cpu(n), strict=True))

@@ -26,6 +26,8 @@ def test_the_ingestion_benchmark_runs_every_target_and_keeps_an_exact_ledger(tmp
     assert code == 0
     assert set(results["peak_rps"]) == {*ingest.APPS, *ingest.VARIANTS}
     assert all(rate > 0 for rate in results["peak_rps"].values())
+    # A variant whose script fails answers 503s at a fine rate: every answer must be a 200.
+    assert results["non_200"] == dict.fromkeys(results["peak_rps"], 0)
     ledger = results["ledger"]
     assert ledger["answered_stored"] > 0
     assert ledger["missing"] == ledger["stored_twice"] == 0
