@@ -32,6 +32,11 @@ def test_the_ingestion_benchmark_runs_every_target_and_keeps_an_exact_ledger(tmp
     assert ledger["answered_stored"] > 0
     assert ledger["missing"] == ledger["stored_twice"] == 0
     assert results["memory_per_event_bytes"] > 0
+    half = results["half_peak"]
+    assert half["offered_rps"] > 0
+    for name in ("service", "floor"):  # the floor at the same rate, for the machine's own tail
+        assert len(half[name]["p99_ms_each"]) == 1  # one per round
+        assert half[name]["non_200"] == 0
 
 
 def test_the_reconciliation_benchmark_drains_a_backlog_and_times_each_session(tmp_path: Path):
