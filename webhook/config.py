@@ -74,6 +74,11 @@ def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default
     return value
 
 
+# Three tries of 15 s reads, each after a connect of up to 3 s, fit in a job's 60 s
+# (webhook.jobs.JOB_TIMEOUT_S; a test holds the two together).
+MAX_STORAGE_READ_TIMEOUT_S = 15
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service reads from its environment, parsed once."""
@@ -128,6 +133,9 @@ class Settings:
     sweep_interval: timedelta = timedelta(seconds=60)
     query_interval: timedelta = timedelta(minutes=2)
     storage_config_path: str = ""
+    # One read from a customer's bucket. A storage check tries three times and must finish
+    # inside its job's timeout; a longer read keeps a worker on a dead endpoint longer.
+    storage_read_timeout: timedelta = timedelta(seconds=10)
     # RQ worker class: "simple" (in-process: 3x the jobs/s, measured in make bench) or
     # "fork" (a work horse per job: a crashing job cannot take the worker with it).
     worker_class: Literal["fork", "simple"] = "simple"
@@ -225,6 +233,7 @@ class Settings:
             sweep_interval=_seconds(env, "SWEEP_INTERVAL_SECONDS", 60),
             query_interval=_seconds(env, "QUERY_INTERVAL_SECONDS", 120),
             storage_config_path=env.get("STORAGE_CONFIG", "").strip(),
+            storage_read_timeout=_seconds(env, "STORAGE_READ_TIMEOUT_SECONDS", 10),
             worker_class=_choice(env, "WORKER_CLASS", ("fork", "simple"), "simple"),  # type: ignore[arg-type]  # one of the Literal's values
             redis_sentinels=_sentinels(env),
             redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
@@ -243,6 +252,11 @@ class Settings:
         if settings.store_replica_timeout > timedelta(seconds=2):
             # The WAIT comes on top of the write: both must leave time for Agora's retry.
             raise ConfigError("AGORA_STORE_REPLICA_TIMEOUT_SECONDS must be at most 2")
+        if settings.storage_read_timeout > timedelta(seconds=MAX_STORAGE_READ_TIMEOUT_S):
+            raise ConfigError(
+                f"STORAGE_READ_TIMEOUT_SECONDS must be at most {MAX_STORAGE_READ_TIMEOUT_S}: a "
+                "storage check's three reads must fit in its job's timeout"
+            )
         if settings.redis_timeout > timedelta(seconds=4):
             # Two attempts must fit well inside Agora's 10 s answer window.
             raise ConfigError("AGORA_REDIS_TIMEOUT_SECONDS must be at most 4")

@@ -51,7 +51,10 @@ class WorkerContext:
             location = StorageLocation.from_storage_config(facts.start.storage)
         except ValueError as err:
             return Verification(False, reason=f"the start call's storageConfig is unusable: {err}")
-        result = storage_verifier(self.settings.storage_config_path).verify(location, names)
+        verifier = storage_verifier(
+            self.settings.storage_config_path, self.settings.storage_read_timeout.total_seconds()
+        )
+        result = verifier.verify(location, names)
         return Verification(result.verified, result.checked, result.missing, result.reason)
 
     @property
@@ -125,9 +128,9 @@ def agora_client(settings: Settings, redis: Redis) -> AgoraClient:
 
 
 @functools.cache
-def storage_verifier(config_path: str) -> StorageVerifier:
-    # One verifier (and its boto3 clients) per process and configuration file.
-    return StorageVerifier(StorageConfig.from_file(config_path))
+def storage_verifier(config_path: str, read_timeout_s: float) -> StorageVerifier:
+    # One verifier (and its boto3 clients) per process and configuration.
+    return StorageVerifier(StorageConfig.from_file(config_path), read_timeout_s=read_timeout_s)
 
 
 _configured: list[Settings] = []

@@ -7,8 +7,11 @@ bucket five minutes later raises a critical alert, and the alert resolves when t
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +187,35 @@ class TestBackupedUpload:
 
         (alert,) = ctx.alerts.for_session(SID)
         assert "STORAGE_CONFIG" in alert.evidence["reason"]
+
+    def test_a_silent_storage_endpoint_holds_the_check_only_for_the_configured_reads(
+        self,
+        ctx: WorkerContext,
+        tmp_path: Path,
+    ):
+        # The kernel accepts connections into the backlog; nobody ever reads or replies.
+        with socket.create_server(("127.0.0.1", 0)) as silent:
+            path = tmp_path / "silent.json"
+            path.write_text(json.dumps({"buckets": {"silent-bucket": {
+                "access_key_id": "AKIAREADONLY", "secret_access_key": "read-key",
+                "endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}",
+            }}}))  # fmt: skip
+            settings = replace(
+                ctx.settings,
+                storage_config_path=str(path),
+                storage_read_timeout=timedelta(seconds=0.2),
+            )
+            ctx = replace(ctx, settings=settings)
+            backuped_at = backuped_session(ctx, "silent-bucket")
+            started = time.monotonic()
+
+            reconcile(ctx, SID, backuped_at + 5 * MIN)
+
+            held_s = time.monotonic() - started
+        (alert,) = ctx.alerts.for_session(SID)
+        assert "ReadTimeoutError" in alert.evidence["reason"]
+        # Three reads of 0.2 s, where the default's would have taken ~30 s.
+        assert held_s < 10
 
     def test_a_stop_answering_backuped_starts_the_clock_at_the_stop(
         self,

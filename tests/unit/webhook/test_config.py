@@ -75,6 +75,7 @@ def test_defaults_apply_when_the_environment_is_silent() -> None:
     assert settings.rejected_max == 1000
     assert settings.proxy_hops == 0
     assert settings.redis_timeout == timedelta(seconds=0.6)
+    assert settings.storage_read_timeout == timedelta(seconds=10)
 
 
 def test_production_logs_json_and_development_logs_text_by_default() -> None:
@@ -107,6 +108,7 @@ def test_values_from_the_environment_are_used() -> None:
             "AGORA_REDIS_TIMEOUT_SECONDS": "1.5",
             "AGORA_QUEUE": "recordings",
             "AGORA_PROXY_HOPS": "1",
+            "STORAGE_READ_TIMEOUT_SECONDS": "2.5",
         }
     )
 
@@ -117,6 +119,7 @@ def test_values_from_the_environment_are_used() -> None:
     assert settings.redis_timeout == timedelta(seconds=1.5)
     assert settings.queue_name == "recordings"
     assert settings.proxy_hops == 1
+    assert settings.storage_read_timeout == timedelta(seconds=2.5)
 
 
 @pytest.mark.parametrize(
@@ -133,6 +136,8 @@ def test_values_from_the_environment_are_used() -> None:
         ("AGORA_DEDUPE_WINDOW_SECONDS", "week"),
         ("AGORA_REDIS_TIMEOUT_SECONDS", "fast"),
         ("AGORA_REDIS_TIMEOUT_SECONDS", "5"),  # two attempts must fit in Agora's 10 s
+        ("STORAGE_READ_TIMEOUT_SECONDS", "0"),
+        ("STORAGE_READ_TIMEOUT_SECONDS", "16"),  # three reads must fit in a job's timeout
         ("LOG_FORMAT", "xml"),
     ],
 )

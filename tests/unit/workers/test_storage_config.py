@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from webhook.config import MAX_STORAGE_READ_TIMEOUT_S
 from webhook.errors import ConfigError
+from webhook.jobs import JOB_TIMEOUT_S
 from workers.storage import (
     VENDORS,
     BucketCredentials,
@@ -17,6 +20,7 @@ from workers.storage import (
     StorageConfig,
     StorageConfigError,
     StorageLocation,
+    StorageVerifier,
     UnsupportedStorageError,
     resolve_endpoint,
 )
@@ -294,3 +298,12 @@ class TestStorageConfig:
 
         assert str(caught.value).startswith("storage.json")
         assert "very-secret-read-key" not in str(caught.value)
+
+
+def test_a_check_at_the_longest_read_timeout_allowed_still_fits_in_its_job() -> None:
+    # Otherwise RQ would kill a check on a dead endpoint before it could say why.
+    defaults = inspect.signature(StorageVerifier).parameters
+    attempts = defaults["max_attempts"].default
+    connect_s = defaults["connect_timeout_s"].default
+
+    assert attempts * (connect_s + MAX_STORAGE_READ_TIMEOUT_S) < JOB_TIMEOUT_S
