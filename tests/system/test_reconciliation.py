@@ -32,7 +32,6 @@ from standardwebhooks import Webhook
 from tests.integration.s3_server import S3Server
 from webhook.agora_client import AgoraClient
 from webhook.alerts import Alert
-from webhook.jobs import JOB_TIMEOUT_S
 from webhook.redis_server import RedisServer, free_port
 from webhook.store import keys
 from webhook.store.alerts import AlertStore
@@ -167,7 +166,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s3 = S3Server(endpoint_url=f"http://{host}:{port}")
     bucket = s3.create_bucket()
     # A storage endpoint that accepts connections and never answers: a check against it
-    # holds its job for half a minute, long enough to kill the worker in the middle of it.
+    # holds its job for three reads of STORAGE_READ_TIMEOUT_SECONDS (~9 s here), long
+    # enough to kill the worker in the middle of it.
     blackhole = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
     threading.Thread(target=lambda: held.extend(iter(lambda: blackhole.accept()[0], None)),
@@ -190,6 +190,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "UPLOAD_STATUS_DEADLINE_SECONDS": str(DEADLINE_S),
         "RECORDER_START_DEADLINE_SECONDS": str(DEADLINE_S), "BACKUP_RECHECK_SECONDS": "2",
         "SWEEP_INTERVAL_SECONDS": "1", "STORAGE_CONFIG": str(storage),
+        "STORAGE_READ_TIMEOUT_SECONDS": "3",
         "ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/alerts",
         "ALERT_WEBHOOK_SECRET": ALERT_SECRET,
         # Workers poll the simulator's query, as they would Agora's.
@@ -228,9 +229,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for process in [*processes, built.worker]:
             if process is not None and process.poll() is None:
                 process.terminate()
-                # A worker's warm shutdown lets its current job finish, up to the job's
-                # timeout: a stuck storage check takes ~30 s (3 tries of a 10 s read).
-                process.wait(JOB_TIMEOUT_S + 15)
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    # A worker's warm shutdown lets its current job finish, and a stuck
+                    # storage check may have most of its ~9 s to go. The tests are over.
+                    process.kill()
+                    process.wait()
         receiver.shutdown()
         receiver.server_close()
         blackhole.close()
