@@ -31,6 +31,11 @@ class LoadResult:
         return len(self.latencies_s)
 
     @property
+    def not_ok(self) -> int:
+        """Answers other than 200, and requests that got no answer."""
+        return self.completed - self.statuses[200] + self.errors
+
+    @property
     def rate(self) -> float:
         return self.completed / self.duration_s if self.duration_s else 0.0
 

@@ -41,18 +41,10 @@ _settings = Settings.from_env()
 configure_logging(_settings.log_format, _settings.log_level)
 
 
-class NoopScriptStore(CallbackStore):
-    """The record script returns what a first delivery returns and writes nothing."""
-
-    def _record_script(self) -> str:
-        return "return {'stored', 0, '', '0-1', {}}"
-
-
-class SpinScriptStore(CallbackStore):
-    """Like NoopScriptStore, after a pure-CPU loop in Redis (~50 µs here under load)."""
-
-    def _record_script(self) -> str:
-        return "local x = 0 for i = 1, 16000 do x = x + i end return {'stored', 0, '', '0-1', {}}"
+# The record script returns what a first delivery returns and writes nothing.
+_NOOP_LUA = "return {'stored', 0, '', '0-1', {}}"
+# The same after a pure-CPU loop in Redis (~50 µs here under load).
+_SPIN_LUA = "local x = 0 for i = 1, 16000 do x = x + i end " + _NOOP_LUA
 
 
 # KEYS and ARGV as record_callback.lua gets them (see CallbackStore.record).
@@ -87,20 +79,20 @@ return {'stored', 0, '', id, {}}
 """
 
 
-class CommandsOnlyStore(CallbackStore):
-    def _record_script(self) -> str:
-        return _COMMANDS_ONLY_LUA
-
-
-class DedupeLogStore(CallbackStore):
-    def _record_script(self) -> str:
-        return _DEDUPE_LOG_LUA
-
-
 class SetOnlyStore(CallbackStore):
     def record(self, callback: Callback, raw_body: bytes, *, received_ms: int) -> RecordResult:
         self.redis.set(f"variant:{uuid.uuid4().hex}", raw_body)
         return RecordResult(outcome="stored", needs_handoff=False, entry_id="0-1")
+
+
+def _with_script(script: str) -> Flask:
+    """The service, its record script replaced by script (same KEYS and ARGV)."""
+
+    class ScriptStore(CallbackStore):
+        def _record_script(self) -> str:
+            return script
+
+    return _with_store(ScriptStore)
 
 
 def _with_store(store_class: type[CallbackStore]) -> Flask:
@@ -132,10 +124,10 @@ def _minimal() -> Flask:
 
 VARIANT = os.environ.get("BENCH_VARIANT", "")
 app: Flask = {
-    "noop_script": lambda: _with_store(NoopScriptStore),
-    "spin_script": lambda: _with_store(SpinScriptStore),
-    "commands_only": lambda: _with_store(CommandsOnlyStore),
-    "dedupe_log": lambda: _with_store(DedupeLogStore),
+    "noop_script": lambda: _with_script(_NOOP_LUA),
+    "spin_script": lambda: _with_script(_SPIN_LUA),
+    "commands_only": lambda: _with_script(_COMMANDS_ONLY_LUA),
+    "dedupe_log": lambda: _with_script(_DEDUPE_LOG_LUA),
     "set": lambda: _with_store(SetOnlyStore),
     "minimal": _minimal,
 }[VARIANT]()
