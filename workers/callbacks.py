@@ -10,7 +10,8 @@ from webhook.events import EventType
 from webhook.store import now_ms
 from workers.context import WorkerContext, current_context
 from workers.lifecycle import alerts_for_event
-from workers.reconcile import reconcile, session_lock
+from workers.reconcile import reconcile
+from workers.session_lock import session_lock
 
 logger = logging.getLogger(__name__)
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from redis import Redis
-from redis.exceptions import LockError
 from rq.exceptions import DuplicateJobError
 
 from webhook.agora_client import AgoraClient, AgoraError, AgoraNotFoundError
@@ -26,7 +22,7 @@ from webhook.jobs import (
     reconcile_job_id,
 )
 from webhook.recordings import RecordingFacts
-from webhook.store import keys, now_ms
+from webhook.store import now_ms
 from workers.context import WorkerContext, current_context
 from workers.lifecycle import (
     Assessment,
@@ -36,15 +32,12 @@ from workers.lifecycle import (
     upload_status,
 )
 from workers.notify import announce
+from workers.session_lock import SessionBusyError, session_lock
 
 logger = logging.getLogger(__name__)
 
 SWEEP_JOB_ID = "sweep-active-sessions"
 SWEEP = "workers.reconcile.sweep_active_sessions"
-# A job holding a session's lock longer than this has died; the lock then lapses.
-LOCK_TIMEOUT_S = JOB_TIMEOUT_S
-
-
 SWEEP_BACKOFF_MS = 5 * 60_000
 # A hand-off still pending this long after its callback was stored has lost its job.
 HANDOFF_GRACE_MS = 2 * 60_000
@@ -52,25 +45,6 @@ HANDOFF_GRACE_MS = 2 * 60_000
 
 class SweepError(Exception):
     """Some sessions could not be reconciled in this sweep (see the log for each)."""
-
-
-class SessionBusyError(Exception):
-    """Another job holds the session; RQ retries this one shortly."""
-
-
-@contextmanager
-def session_lock(redis: Redis, sid: str) -> Iterator[None]:
-    """Jobs for one session never interleave: the second waits briefly, then retries."""
-    lock = redis.lock(keys.session_lock(sid), timeout=LOCK_TIMEOUT_S, blocking_timeout=5)
-    if not lock.acquire():
-        raise SessionBusyError(sid)
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except LockError:
-            logger.warning("session lock lapsed before release", extra={"sid": sid})
 
 
 def reconcile_session(sid: str) -> str:

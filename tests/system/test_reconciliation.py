@@ -36,6 +36,7 @@ from webhook.redis_server import RedisServer, free_port
 from webhook.store import keys
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
+from workers.session_lock import LOCK_TTL_S
 
 pytestmark = pytest.mark.system
 
@@ -373,7 +374,8 @@ def test_a_worker_killed_in_the_middle_of_a_storage_check_loses_no_reconciliatio
     stack.worker.wait()
     stack.start_worker()
 
-    # The dead job's lock lapses, the sweep takes the session over and checks again.
-    alert = wait_for(lambda: stack.alerts(sid).get("backup_not_uploaded"), 200,
+    # The dead job's lock lapses (nobody renews it), the sweep takes the session over and
+    # checks again: the alert is late by at most the lock's TTL, not by a job timeout.
+    alert = wait_for(lambda: stack.alerts(sid).get("backup_not_uploaded"), LOCK_TTL_S + GRACE_S,
                      "the backup alert after a kill in mid-check")  # fmt: skip
     assert alert.evidence["reason"]
