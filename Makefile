@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install run worker demo test test-fast test-system lint typecheck format bench chaos clean
+.PHONY: help install run worker demo test test-fast test-system lint typecheck format bench bench-instructions chaos clean
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +55,9 @@ bench: install ## Ingestion vs the durable floor, reconciliation throughput, rea
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.read
+
+bench-instructions: install ## Redis's instructions per callback under callgrind: the record script vs the floor's SET
+	$(BIN)/python -m bench.instructions
 
 chaos: install ## Ledger under kill -9 of web and RQ workers and a Redis restart (20,000 callbacks)
 	$(BIN)/python -m bench.chaos --callbacks $${CHAOS_CALLBACKS:-20000}

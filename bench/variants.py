@@ -26,6 +26,13 @@ import uuid
 from flask import Flask, Response, request
 from redis import Redis
 
+from bench.variant_scripts import (
+    COMMANDS_ONLY_LUA,
+    DEDUPE_LOG_LUA,
+    NOOP_LUA,
+    SPIN_LUA,
+    store_with_script,
+)
 from webhook import extensions
 from webhook.app import create_app
 from webhook.config import Settings
@@ -41,44 +48,6 @@ _settings = Settings.from_env()
 configure_logging(_settings.log_format, _settings.log_level)
 
 
-# The record script returns what a first delivery returns and writes nothing.
-_NOOP_LUA = "return {'stored', 0, '', '0-1', {}}"
-# The same after a pure-CPU loop in Redis (~50 µs here under load).
-_SPIN_LUA = "local x = 0 for i = 1, 16000 do x = x + i end " + _NOOP_LUA
-
-
-# KEYS and ARGV as record_callback.lua gets them (see CallbackStore.record).
-_COMMANDS_ONLY_LUA = """
-local identity = 'e ' .. ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
-redis.call('HGET', KEYS[3], identity)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000, '*', 'nid', ARGV[1],
-  'type', ARGV[2], 'seq', ARGV[3], 'sendts', ARGV[6], 'recv', ARGV[7], 'errors', ARGV[9],
-  'redundant_of', '', 'body', ARGV[8])
-redis.call('HSET', KEYS[3], identity, ARGV[1] .. ' ' .. id)
-redis.call('HMGET', KEYS[2], 'first', 'last', 'first_seen_ms', 'last_seen_ms', 'events',
-  'count:' .. ARGV[2], 'invalid', 'unknown_type', 'progress_at', 'upload_at', 'files_at',
-  'max_sequence', 'distinct_sequences', 'refreshed_ms')
-if ARGV[3] ~= '' then redis.call('SETBIT', KEYS[4], ARGV[3], 1) end
-redis.call('ZADD', KEYS[7], 'GT', ARGV[7], ARGV[17])
-redis.call('ZADD', KEYS[8], 'GT', ARGV[7], ARGV[17])
-redis.call('HSET', KEYS[2], 'sid', ARGV[17], 'last', ARGV[6], 'last_event_ms', ARGV[6],
-  'last_event_type', ARGV[2], 'last_seen_ms', ARGV[7], 'events', ARGV[3],
-  'count:' .. ARGV[2], ARGV[3], 'max_sequence', ARGV[3], 'distinct_sequences', ARGV[3],
-  'sequence_gaps', '0', 'upload_progress', ARGV[12])
-redis.call('HINCRBY', KEYS[9], 'stored', 1)
-redis.call('HINCRBY', KEYS[11], 'stored', 1)
-return {'stored', 0, '', id, {}}
-"""
-
-_DEDUPE_LOG_LUA = """
-if redis.call('HSETNX', KEYS[3], ARGV[1], '') == 0 then return {'duplicate', 0, '', '', {}} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', 1000, '*', 'nid', ARGV[1],
-  'type', ARGV[2], 'seq', ARGV[3], 'sendts', ARGV[6], 'recv', ARGV[7], 'errors', ARGV[9],
-  'redundant_of', '', 'body', ARGV[8])
-return {'stored', 0, '', id, {}}
-"""
-
-
 class SetOnlyStore(CallbackStore):
     def record(self, callback: Callback, raw_body: bytes, *, received_ms: int) -> RecordResult:
         self.redis.set(f"variant:{uuid.uuid4().hex}", raw_body)
@@ -87,12 +56,7 @@ class SetOnlyStore(CallbackStore):
 
 def _with_script(script: str) -> Flask:
     """The service, its record script replaced by script (same KEYS and ARGV)."""
-
-    class ScriptStore(CallbackStore):
-        def _record_script(self) -> str:
-            return script
-
-    return _with_store(ScriptStore)
+    return _with_store(store_with_script(script))
 
 
 def _with_store(store_class: type[CallbackStore]) -> Flask:
@@ -124,10 +88,10 @@ def _minimal() -> Flask:
 
 VARIANT = os.environ.get("BENCH_VARIANT", "")
 app: Flask = {
-    "noop_script": lambda: _with_script(_NOOP_LUA),
-    "spin_script": lambda: _with_script(_SPIN_LUA),
-    "commands_only": lambda: _with_script(_COMMANDS_ONLY_LUA),
-    "dedupe_log": lambda: _with_script(_DEDUPE_LOG_LUA),
+    "noop_script": lambda: _with_script(NOOP_LUA),
+    "spin_script": lambda: _with_script(SPIN_LUA),
+    "commands_only": lambda: _with_script(COMMANDS_ONLY_LUA),
+    "dedupe_log": lambda: _with_script(DEDUPE_LOG_LUA),
     "set": lambda: _with_store(SetOnlyStore),
     "minimal": _minimal,
 }[VARIANT]()

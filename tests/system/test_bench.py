@@ -7,11 +7,12 @@ checked is that every target answers, the ledger holds, and the report is comple
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bench import ingest, reconcile
+from bench import ingest, instructions, reconcile
 
 pytestmark = pytest.mark.system
 
@@ -48,3 +49,17 @@ def test_the_reconciliation_benchmark_drains_a_backlog_and_times_each_session(tm
     assert figures["jobs"] == 2 * 12  # uploaded + session exit per session
     assert figures["jobs_per_s"] > 0
     assert figures["latency_p50_ms"] > 0
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_the_instruction_count_covers_every_target_and_only_the_counted_callbacks(
+    tmp_path: Path,
+):
+    out = tmp_path / "instructions.json"
+    assert instructions.main(["--calls", "100", "--out", str(out)]) == 0
+
+    counts = json.loads(out.read_text())["per_callback"]
+    assert set(counts) == set(instructions.TARGETS)
+    # Zeroed after the warm-up (start-up alone is tens of millions) and not empty: each
+    # script that does more than another counts more, and the SET least of all.
+    assert 0 < counts["floor"] < counts["noop"] < counts["dedupe_log"] < counts["record"] < 10**7
