@@ -21,8 +21,8 @@ from webhook.store import keys
 from workers.session_lock import LockRenewer, SessionBusyError, session_lock
 
 SID = "5f2b0c0d4d1f4a6e9f3b2a1c0d9e8f7a"
-TTL_S = 1.0
-RENEW_S = 0.2
+TTL_S = 1.5
+RENEW_S = 0.25
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
