@@ -51,10 +51,12 @@ format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: install ## Ingestion vs the durable floor, reconciliation throughput, reads at 1k vs 100k sessions
+bench: install ## Ingestion vs the durable floor, reconciliation throughput, reads at 1k vs 100k sessions, Redis instructions per callback
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.reconcile
 	$(BIN)/python -m bench.read
+	@if command -v valgrind >/dev/null; then $(BIN)/python -m bench.instructions; \
+	else echo "(valgrind is not installed: no instruction counts)"; fi
 
 bench-instructions: install ## Redis's instructions per callback under callgrind: the record script vs the floor's SET
 	$(BIN)/python -m bench.instructions
