@@ -23,6 +23,7 @@ binary and inputs give the same counts, whatever else the machine is doing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import shutil
@@ -44,6 +45,8 @@ from bench.variant_scripts import (
     NOOP_LUA,
     store_with_script,
 )
+from webhook.events import Callback
+from webhook.intake import parse_json
 from webhook.redis_server import RedisServer
 from webhook.schemas import load_callback
 from webhook.store import CallbackStore
@@ -90,46 +93,41 @@ class CallgrindRedis(RedisServer):
         raise TimeoutError("callgrind wrote no dump")
 
 
-def bodies(count: int) -> list[bytes]:
+def callbacks(count: int) -> list[tuple[Callback, bytes]]:
+    """count callbacks of whole recordings, loaded once: every target gets the same ones."""
     sessions = build_sessions(count // 60 + CONCURRENT_SESSIONS, seed=11)
     events = interleave(sessions, concurrent=CONCURRENT_SESSIONS)
-    return [
-        json.dumps(body, separators=(",", ":")).encode()
-        for _, body in zip(range(count), events, strict=False)
-    ]
-
-
-def writer(target: str, redis: Redis) -> Callable[[bytes], object]:
-    """One callback's write to Redis, as the target makes it."""
-    if target == "floor":
-        return lambda body: redis.set(f"floor:{uuid.uuid4().hex}", body)
-    scripts = {"noop": NOOP_LUA, "dedupe_log": DEDUPE_LOG_LUA, "commands_only": COMMANDS_ONLY_LUA}
-    store = store_with_script(scripts[target])(redis) if target in scripts else CallbackStore(redis)
-
-    def record(body: bytes) -> object:
-        return store.record(
-            load_callback(json.loads(body)), body, received_ms=int(time.time() * 1000)
-        )
-
-    return record
+    bodies = (json.dumps(body, separators=(",", ":")).encode() for body in events)
+    return [(load_callback(parse_json(body)), body) for body in itertools.islice(bodies, count)]
 
 
 TARGETS = ("floor", "noop", "dedupe_log", "commands_only", "record")
+SCRIPTS = {"noop": NOOP_LUA, "dedupe_log": DEDUPE_LOG_LUA, "commands_only": COMMANDS_ONLY_LUA}
 
 
-def instructions_per_callback(target: str, calls: int, work: Path) -> float:
-    traffic = bodies(WARM_UP + calls)
+def writer(target: str, redis: Redis) -> Callable[[Callback, bytes], object]:
+    """One callback's write to Redis, as the target makes it."""
+    if target == "floor":
+        return lambda _, body: redis.set(f"floor:{uuid.uuid4().hex}", body)
+    store = store_with_script(SCRIPTS[target])(redis) if target in SCRIPTS else CallbackStore(redis)
+    return lambda callback, body: store.record(callback, body, received_ms=int(time.time() * 1000))
+
+
+def instructions_per_callback(
+    target: str, traffic: list[tuple[Callback, bytes]], work: Path
+) -> float:
+    """Instructions per callback of traffic after the first WARM_UP of them."""
     server = CallgrindRedis(data_dir=work / target)
     server.start(timeout_s=120)  # valgrind starts slowly
     redis = Redis(port=server.port)
     try:
         write = writer(target, redis)
-        for body in traffic[:WARM_UP]:  # loads the script, grows the buffers
-            write(body)
+        for callback, body in traffic[:WARM_UP]:  # loads the script, grows the buffers
+            write(callback, body)
         server.zero()
-        for body in traffic[WARM_UP:]:
-            write(body)
-        return server.count() / calls
+        for callback, body in traffic[WARM_UP:]:
+            write(callback, body)
+        return server.count() / (len(traffic) - WARM_UP)
     finally:
         redis.close()
         server.stop()
@@ -143,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
+    traffic = callbacks(WARM_UP + args.calls)
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as work:
-        counts = {t: instructions_per_callback(t, args.calls, Path(work)) for t in TARGETS}
+        counts = {t: instructions_per_callback(t, traffic, Path(work)) for t in TARGETS}
     print(f"\n== redis-server instructions per callback ({args.calls} callbacks, AOF on)")
     for target, count in counts.items():
         print(f"{target:14} {count:10,.0f}   {count / counts['floor']:5.1f}x the floor's SET")
