@@ -95,9 +95,18 @@ def dev_command(port: int) -> None:
     env.setdefault("APP_ENV", "development")
     env["PORT"] = str(port)
     env["AGORA_CALLBACK_SECRETS"] = env.get("AGORA_CALLBACK_SECRETS") or _callback_secret()
+    # Ctrl-C in a terminal sends SIGINT to every process of the foreground job at once:
+    # Redis would go while gunicorn and the worker still use it. Each child gets a process
+    # group of its own instead, so only this runner hears it, and stops them in order:
+    # gunicorn (graceful: it answers what is in flight) and the worker (it finishes its
+    # job), then Redis.
     redis: RedisServer | None = None
     if not env.get("REDIS_URL"):
-        redis = RedisServer(data_dir=VAR / "redis", port=int(env.get("LOCAL_REDIS_PORT", "6390")))
+        redis = RedisServer(
+            data_dir=VAR / "redis",
+            port=int(env.get("LOCAL_REDIS_PORT", "6390")),
+            own_process_group=True,
+        )
         click.echo(f"starting redis-server on {redis.url} (AOF everysec, data in {redis.data_dir})")
         redis.start()
         env["REDIS_URL"] = redis.url
@@ -107,8 +116,11 @@ def dev_command(port: int) -> None:
             [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
             cwd=PROJECT_ROOT,
             env=env,
+            process_group=0,
         ),
-        subprocess.Popen([sys.executable, "-m", "workers"], cwd=PROJECT_ROOT, env=env),
+        subprocess.Popen(
+            [sys.executable, "-m", "workers"], cwd=PROJECT_ROOT, env=env, process_group=0
+        ),
     ]
     stopping = False
 
@@ -116,8 +128,9 @@ def dev_command(port: int) -> None:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # SIGHUP too: a closed terminal must not leave the children running without us.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     url = f"http://127.0.0.1:{port}/agora/callback"
     click.echo(
         f"\ncallback URL: {url}\n"

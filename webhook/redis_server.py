@@ -51,6 +51,9 @@ class RedisServer:
     appendonly: bool = True
     process: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()
+    # In a process group of its own, a terminal's Ctrl-C (SIGINT to the whole foreground
+    # group) does not reach it: whoever started it stops it, after what writes to it.
+    own_process_group: bool = False
 
     @property
     def url(self) -> str:
@@ -73,7 +76,10 @@ class RedisServer:
 
     def start(self, *, timeout_s: float = 10.0) -> RedisServer:
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.command(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            process_group=0 if self.own_process_group else None,
         )
         self.wait_until_ready(timeout_s)
         return self

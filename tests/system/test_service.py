@@ -210,6 +210,13 @@ def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis])
     assert (status, body["reason"]) == (401, "signature_missing")
 
 
+def ctrl_c(process: subprocess.Popen[bytes]) -> int:
+    """What Ctrl-C in a terminal does: SIGINT to the job's whole process group."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    return stop(process, signal.SIGINT)
+
+
 def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_c(
     tmp_path: Path,
 ):
@@ -222,12 +229,14 @@ def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_
         "APP_ENV": "development",
     }
     output_file = tmp_path / "make-run.log"
+    # Its own process group, as a shell runs a job: Ctrl-C is SIGINT to the whole group.
     with output_file.open("wb") as log:
         dev = subprocess.Popen(
             [str(BIN / "agora-webhook"), "dev"], cwd=ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, process_group=0,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/agora/callback"
+    started: list[int] = []
     try:
         wait_for(lambda: is_listening(f"http://127.0.0.1:{port}/readyz"), 30, "make run")
         sent = subprocess.run(
@@ -237,10 +246,20 @@ def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_
         )  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert sent.stdout.strip() == '200 {"result":"stored"}'
+        started = process_tree(dev.pid)[1:]  # redis-server, gunicorn, the worker
     finally:
-        code = stop(dev, signal.SIGINT)
+        code = ctrl_c(dev)
+        leftovers = [pid for pid in started if Path(f"/proc/{pid}").exists()]
+        for pid in leftovers:
+            os.kill(pid, signal.SIGKILL)
     output = output_file.read_text()
     assert code == 0, output
+    assert len(started) == 3, started
+    assert leftovers == [], output
+    # Everything stopped in order, Redis last: nothing met a Redis that had gone first.
+    assert "Traceback" not in output, output
+    assert " ERROR " not in output, output
+    assert output.rstrip().endswith("stopped"), output
     assert f"callback URL: {url}" in output
     assert (tmp_path / "var" / "redis" / "appendonlydir").exists() or any(
         (tmp_path / "var" / "redis").glob("appendonly*")
