@@ -108,7 +108,14 @@ def dev_command(port: int) -> None:
             own_process_group=True,
         )
         click.echo(f"starting redis-server on {redis.url} (AOF everysec, data in {redis.data_dir})")
-        redis.start()
+        try:
+            redis.start()
+        except (RuntimeError, TimeoutError) as err:
+            # Most often the port is taken: another `make run`, or its Redis left behind.
+            raise click.ClickException(
+                f"{err}\nIs another `make run` still running? Stop it, or choose another port "
+                "with LOCAL_REDIS_PORT, or use a Redis of your own with REDIS_URL."
+            ) from None
         env["REDIS_URL"] = redis.url
     names = ("gunicorn", "worker")
     children = [

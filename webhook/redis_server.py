@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 
 def redis_server_binary() -> str:
@@ -54,6 +56,8 @@ class RedisServer:
     # In a process group of its own, a terminal's Ctrl-C (SIGINT to the whole foreground
     # group) does not reach it: whoever started it stops it, after what writes to it.
     own_process_group: bool = False
+    # Where this start's lines begin in redis.log, which is appended to across runs.
+    _log_offset: int = field(default=0, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -75,6 +79,8 @@ class RedisServer:
         ]  # fmt: skip
 
     def start(self, *, timeout_s: float = 10.0) -> RedisServer:
+        log = self.data_dir / "redis.log"
+        self._log_offset = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
             self.command(),
             stdout=subprocess.DEVNULL,
@@ -86,23 +92,46 @@ class RedisServer:
 
     def wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        client = Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        # No retries: each PING is one short try, so an exit is seen within a second even
+        # when something else holds the port and accepts without ever answering.
+        client = Redis(
+            port=self.port,
+            socket_connect_timeout=0.2,
+            socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             while True:
-                if self.process is not None and self.process.poll() is not None:
-                    log = self.data_dir / "redis.log"
-                    detail = log.read_text()[-2000:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server exited at start:\n{detail}")
                 try:
-                    if client.ping():
+                    if self._answers_as_ours(client):
                         return
                 except RedisError:
                     pass
+                # Checked after the try too: a server that exited must not be reported
+                # as one that did not answer (the port may be someone else's).
+                if self.process is not None and self.process.poll() is not None:
+                    detail = self._log_since_start()[-2000:]
+                    raise RuntimeError(f"redis-server exited at start:\n{detail}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"redis-server on port {self.port} did not answer")
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _answers_as_ours(self, client: Redis) -> bool:
+        """The server on the port is the process we started, not another one that held
+        the port already (an earlier run's Redis left behind, say) while ours failed."""
+        if self.process is None:
+            return bool(client.ping())
+        return bool(client.info("server").get("process_id") == self.process.pid)
+
+    def _log_since_start(self) -> str:
+        log = self.data_dir / "redis.log"
+        if not log.exists():
+            return ""
+        with log.open("rb") as file:
+            file.seek(self._log_offset)
+            return file.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.process is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,38 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path):
 
     with pytest.raises(RuntimeError, match="exited at start"):
         server.start()
+
+
+def test_a_port_held_by_another_redis_is_a_failed_start_not_a_borrowed_server(tmp_path: Path):
+    first = RedisServer(data_dir=tmp_path / "first").start()
+    try:
+        second = RedisServer(data_dir=tmp_path / "second", port=first.port)
+
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            second.start()
+    finally:
+        first.stop()
+
+
+def test_a_port_held_by_something_that_never_answers_fails_fast(tmp_path: Path):
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        server = RedisServer(data_dir=tmp_path, port=silent.getsockname()[1])
+        began = time.monotonic()
+
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            server.start(timeout_s=10)
+
+    assert time.monotonic() - began < 5
+
+
+def test_a_failed_start_reports_its_own_log_lines_not_an_earlier_run_s(tmp_path: Path):
+    (tmp_path / "redis.log").write_text("a line of an earlier run\n")
+    server = RedisServer(data_dir=tmp_path, extra_args=("--no-such-option", "1"))
+
+    with pytest.raises(RuntimeError) as raised:
+        server.start()
+
+    assert "earlier run" not in str(raised.value)
 
 
 def test_the_session_fixture_is_a_private_server(redis: Redis):

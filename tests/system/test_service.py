@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -208,6 +209,23 @@ def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis])
         f"{base}/agora/callback", json.dumps(load_example("40_")).encode(), None
     )
     assert (status, body["reason"]) == (401, "signature_missing")
+
+
+def test_make_run_says_why_when_its_redis_port_is_taken(tmp_path: Path):
+    redis_port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env |= {"PORT": str(free_port()), "LOCAL_REDIS_PORT": str(redis_port),
+            "AGORA_VAR_DIR": str(tmp_path / "var"), "APP_ENV": "development"}  # fmt: skip
+    with socket.create_server(("127.0.0.1", redis_port)):
+        result = subprocess.run(
+            [str(BIN / "agora-webhook"), "dev"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "Address already in use" in result.stderr
+    assert "LOCAL_REDIS_PORT" in result.stderr
 
 
 def ctrl_c(process: subprocess.Popen[bytes]) -> int:
