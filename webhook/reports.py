@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,14 +52,24 @@ def timeline_document(sid: str, store: CallbackStore) -> dict[str, Any] | None:
     arrival = {e.entry_id: n for n, e in enumerate(events)}
     ordered = sorted(events, key=lambda e: (e.sequence is None, e.sequence or 0, e.received_ms))
     seen = {e.sequence for e in events if e.sequence is not None}
-    highest = max(seen, default=-1)
     return {
         "sid": sid,
         "events": [event_document(e, arrival[e.entry_id]) for e in ordered],
         "duplicates_received": summary.duplicates if summary else 0,
         "redundant_copies": sum(1 for e in events if e.redundant_of),
-        "missing_sequences": [n for n in range(highest + 1) if n not in seen][:1000],
+        "missing_sequences": missing_sequences(seen),
     }
+
+
+def missing_sequences(seen: set[int], limit: int = 1000) -> list[int]:
+    """The first `limit` sequence numbers below the highest seen that never arrived.
+
+    Bounded by what arrived, not by the numbers in it: one signed callback may carry any
+    sequence (2**70 was seen), and walking up to it would never end.
+    """
+    highest = max(seen, default=-1)
+    gaps = (n for n in range(highest + 1) if n not in seen)
+    return list(itertools.islice(gaps, limit))
 
 
 def event_document(event: StoredEvent, arrival_index: int) -> dict[str, Any]:
