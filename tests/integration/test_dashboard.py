@@ -201,6 +201,21 @@ class TestPages:
         assert "Agora reports a failure" in page
         assert "Acknowledge" in page
 
+    def test_wild_numbers_from_a_signed_callback_still_render(
+        self, browser: FlaskClient, redis: Redis
+    ):
+        body = varied(load_example("33_"), sid=SID, notice_id="n-wild")
+        body["payload"] |= {"sendts": 10**17, "sequence": 2**70}
+        CallbackStore(redis).record(
+            load_callback(body), json.dumps(body).encode(), received_ms=now_ms()
+        )
+        log_in(browser)
+
+        answer = browser.get(f"/dashboard/sessions/{SID}")
+
+        assert answer.status_code == 200
+        assert f"{10**17} ms (not a date)" in answer.text
+
     def test_an_unknown_session_is_a_404_page(self, browser: FlaskClient):
         log_in(browser)
 

@@ -173,7 +173,11 @@ def when(ms: int | None) -> str:
     """UTC wall time of a Unix-ms instant."""
     if ms is None:
         return "—"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        # Agora's sendts is stored as sent, signed but unchecked: show what it says.
+        return f"{ms} ms (not a date)"
 
 
 @bp.app_template_filter("age")
