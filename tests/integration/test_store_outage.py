@@ -7,12 +7,15 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import SECRET, load_example
+from tests.integration.test_recordings_api import START, STOP
 from webhook.app import create_app
 from webhook.config import Settings
 from webhook.redis_server import RedisServer
@@ -105,3 +108,76 @@ def test_a_refused_callback_is_still_answered_when_redis_is_down(
     # The real reason, not a 500; Agora retries any non-200 anyway.
     assert response.status_code == 401
     assert response.get_json()["reason"] == "signature_missing"
+
+
+API_TOKEN = "ops-token"
+# A page of the API makes up to two round trips, each bounded as the callback's one is.
+API_ANSWER_BUDGET_S = 2 * ANSWER_BUDGET_S
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+# Everything but the callback that reads or writes Redis: the read API, the app servers'
+# start/stop reports, the alerts' acknowledgement, the kept refused requests.
+REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/api/v1/recordings", None),
+    ("GET", f"/api/v1/recordings/{SID}", None),
+    ("GET", f"/api/v1/recordings/{SID}/events", None),
+    ("GET", "/api/v1/alerts", None),
+    ("POST", "/api/v1/alerts/an-alert/ack", None),
+    ("GET", "/api/v1/rejected", None),
+    ("POST", "/api/v1/recordings", START),
+    ("POST", f"/api/v1/recordings/{SID}/stop", STOP),
+]
+
+
+@pytest.fixture
+def ops_client(own_redis: RedisServer) -> FlaskClient:
+    settings = Settings(
+        redis_url=own_redis.url, callback_secrets=(SECRET,), api_tokens=(API_TOKEN,),
+        log_format="text",
+    )  # fmt: skip
+    client = create_app(settings).test_client()
+    answer = client.post("/dashboard/login", data={"token": API_TOKEN, "next": "/dashboard/"})
+    assert answer.status_code == 302
+    return client
+
+
+@contextmanager
+def redis_away(server: RedisServer, how: str) -> Iterator[None]:
+    assert server.process is not None
+    if how == "stopped":
+        server.stop()
+        yield
+        return
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("how", ["stopped", "stalled"])
+def test_the_api_answers_a_quick_503_not_a_500_while_redis_is_away(
+    ops_client: FlaskClient, own_redis: RedisServer, how: str
+):
+    requests = REQUESTS if how == "stopped" else REQUESTS[:1] + REQUESTS[-2:-1]
+    with redis_away(own_redis, how):
+        for method, path, body in requests:
+            started = time.monotonic()
+            response = ops_client.open(path, method=method, json=body, headers=AUTH)
+            elapsed = time.monotonic() - started
+
+            assert response.status_code == 503, (method, path, response.get_json())
+            assert response.get_json()["reason"] == "store_unavailable"
+            assert response.headers["Retry-After"]
+            assert elapsed < API_ANSWER_BUDGET_S, (method, path)
+
+
+@pytest.mark.parametrize("how", ["stopped", "stalled"])
+def test_a_dashboard_page_says_redis_is_away_with_a_503_page(
+    ops_client: FlaskClient, own_redis: RedisServer, how: str
+):
+    with redis_away(own_redis, how):
+        response = ops_client.get("/dashboard/sessions")
+
+    assert response.status_code == 503
+    assert response.mimetype == "text/html"
+    assert "unreachable" in response.text

@@ -6,6 +6,7 @@ tag. Behind a login with one of API_TOKENS (see webhook.views.auth).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
+from redis.exceptions import RedisError
 
 from webhook.alerts import KINDS
 from webhook.charts import TRAFFIC_SERIES, timeline, traffic_chart
@@ -23,7 +25,9 @@ from webhook.reports import recording_document, session_page
 from webhook.schemas import ALERT_QUERY_SCHEMA, RECORDING_LIST_QUERY_SCHEMA, STATES
 from webhook.store import now_ms
 from webhook.views import auth
+from webhook.views.errors import store_error
 
+logger = logging.getLogger(__name__)
 bp = Blueprint("dashboard", __name__, url_prefix=auth.DASHBOARD_PREFIX)
 
 # Pages reload themselves this often (seconds); ?refresh=0 turns it off.
@@ -43,6 +47,15 @@ def require_login() -> ResponseReturnValue | None:
         return render_template("dashboard/error.html", message="The form has expired: reload "
                                "the page and try again."), 400  # fmt: skip
     return None
+
+
+@bp.errorhandler(RedisError)
+def store_unavailable(err: RedisError) -> ResponseReturnValue:
+    """Redis down or stalled: a page saying so (and to retry), not the API's JSON."""
+    logger.error("store_unavailable: %s: %s", type(err).__name__, err)
+    message = f"{store_error(err).message.capitalize()}: this page reloads by itself."
+    page = render_template("dashboard/error.html", message=message)
+    return page, 503, {"Retry-After": "5"}
 
 
 @bp.app_context_processor

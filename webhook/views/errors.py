@@ -9,9 +9,12 @@ from typing import Any
 import orjson
 from flask import Flask, Response
 from marshmallow import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
-from webhook.errors import PayloadError, WebhookError
+from webhook.errors import PayloadError, StoreUnavailableError, WebhookError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,22 @@ def handle_validation_error(err: ValidationError) -> Response:
     return error_response(PayloadError("the body failed validation", errors=messages))
 
 
+def store_error(err: RedisError) -> StoreUnavailableError:
+    """Redis failing a read or a write outside the callback's own store call (the read
+    API, the app servers' start/stop reports, the dashboard): a 503 the caller can retry,
+    as for the callback, never a 500."""
+    if isinstance(err, RedisConnectionError | RedisTimeoutError):
+        return StoreUnavailableError("the store is unreachable; retry later")
+    # e.g. OOM under noeviction, a replica that refuses writes, a cluster moving slots.
+    return StoreUnavailableError("the store refused the request; retry later")
+
+
+def handle_store_error(err: RedisError) -> Response:
+    # redis-py's messages name the host and port, never the URL's password.
+    logger.error("store_unavailable: %s: %s", type(err).__name__, err)
+    return error_response(store_error(err))
+
+
 def handle_http_exception(err: HTTPException) -> Response:
     code = err.code or 500
     reason = (err.name or "error").lower().replace(" ", "_")
@@ -67,4 +86,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(WebhookError, handle_webhook_error)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(RedisError, handle_store_error)
     app.register_error_handler(Exception, handle_unexpected)
