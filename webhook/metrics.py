@@ -53,17 +53,22 @@ class PipelineCollector(Collector):
         self.redis, self.queue, self.alerts, self.callbacks = redis, queue, alerts, callbacks
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
+        # Everything is read before anything is yielded: a Redis that fails half-way must
+        # give one agora_redis_up 0, not a 1 and a 0 (Prometheus refuses a family twice,
+        # and the scrape would fail just when the alert on it should fire) and half the
+        # gauges with values nobody could tell from real ones.
         try:
-            yield from self._collect()
+            families = list(self._collect())
         except RedisError:
-            up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
             up.add_metric([], 0)
             yield up
-
-    def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        up = GaugeMetricFamily("agora_redis_up", "Redis answered the scrape")
+            return
         up.add_metric([], 1)
         yield up
+        yield from families
+
+    def _collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         depth = GaugeMetricFamily("agora_queue_depth", "Jobs waiting in the RQ queue")
         depth.add_metric([], self.queue.count)
         yield depth

@@ -181,3 +181,18 @@ def test_a_dashboard_page_says_redis_is_away_with_a_503_page(
     assert response.status_code == 503
     assert response.mimetype == "text/html"
     assert "unreachable" in response.text
+
+
+@pytest.mark.parametrize("how", ["stopped", "stalled"])
+def test_metrics_say_redis_is_down_once_and_nothing_they_could_not_read(
+    outage_client: FlaskClient, own_redis: RedisServer, how: str
+):
+    with redis_away(own_redis, how):
+        response = outage_client.get("/metrics")
+
+    text = response.get_data(as_text=True)
+    assert response.status_code == 200
+    # Prometheus refuses a scrape that has a family twice.
+    assert text.count("# TYPE agora_redis_up gauge") == 1
+    assert "agora_redis_up 0.0" in text
+    assert "agora_queue_depth" not in text
