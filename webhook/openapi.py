@@ -62,41 +62,41 @@ def openapi_document() -> dict[str, Any]:
     spec.path("/api/v1/recordings", operations={
         "get": {"summary": "Sessions by last activity", "security": BEARER,
                 "parameters": [{"in": "query", "schema": RecordingListQuerySchema}],
-                "responses": {"200": _answer("a page of sessions"), **_errors(400, 401)}},
+                "responses": {"200": _answer("a page of sessions"), **_errors(400, 401, 503)}},
         "post": {"summary": "The app's start call", "security": BEARER,
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": "RecordingStart"}}},
                  "responses": {"201": _answer("recorded"), "200": _answer("unchanged"),
-                               **_errors(400, 401)}},
+                               **_errors(400, 401, 413, 415, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/recordings/{sid}", parameters=[_path_param("sid")], operations={
         "get": {"summary": "One session", "security": BEARER,
-                "responses": {"200": _answer("the session"), **_errors(401, 404)}},
+                "responses": {"200": _answer("the session"), **_errors(401, 404, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/recordings/{sid}/events", parameters=[_path_param("sid")], operations={
         "get": {"summary": "The session's timeline", "security": BEARER,
-                "responses": {"200": _answer("the timeline"), **_errors(401, 404)}},
+                "responses": {"200": _answer("the timeline"), **_errors(401, 404, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/recordings/{sid}/stop", parameters=[_path_param("sid")], operations={
         "post": {"summary": "What Agora answered the app's stop", "security": BEARER,
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": "RecordingStop"}}},
                  "responses": {"200": _answer("recorded or unchanged"),
-                               **_errors(400, 401, 404)}},
+                               **_errors(400, 401, 404, 413, 415, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/alerts", operations={
         "get": {"summary": "Alerts by state and kind", "security": BEARER,
                 "parameters": [{"in": "query", "schema": AlertQuerySchema}],
-                "responses": {"200": _answer("alerts"), **_errors(400, 401)}},
+                "responses": {"200": _answer("alerts"), **_errors(400, 401, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/alerts/{alert_id}/ack", parameters=[_path_param("alert_id")], operations={
         "post": {"summary": "Acknowledge an alert", "security": BEARER,
-                 "responses": {"200": _answer("the alert"), **_errors(401, 404)}},
+                 "responses": {"200": _answer("the alert"), **_errors(401, 404, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/rejected", operations={
         "get": {"summary": "Refused callbacks", "security": BEARER,
                 "parameters": [{"in": "query", "schema": RejectedQuerySchema}],
-                "responses": {"200": _answer("refused callbacks"), **_errors(400, 401)}},
+                "responses": {"200": _answer("refused callbacks"), **_errors(400, 401, 503)}},
     })  # fmt: skip
     spec.path("/api/v1/rejected/{entry_id}/replay", parameters=[_path_param("entry_id")],
               operations={"post": {

@@ -479,15 +479,17 @@ def load_callback(doc: Any) -> Callback:
 
 
 class JsonObject(fields.Dict):
-    """A JSON object we can store and read back: orjson carries integers up to 64 bits, so
-    a larger one is refused here with a 400 rather than failing later."""
+    """A JSON object we can store and read back: orjson writes integers up to 64 bits and
+    254 levels of nesting, so anything beyond is refused here with a 400, saying which,
+    rather than failing later."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)  # type: ignore[no-untyped-call]  # unannotated upstream
         try:
             orjson.dumps(loaded)
-        except TypeError:
-            raise ValidationError("Contains a number beyond the 64-bit range.") from None
+        except orjson.JSONEncodeError as err:
+            # "Integer exceeds 64-bit range" or "Recursion limit reached".
+            raise ValidationError(f"Cannot be stored: {err}.") from None
         return loaded
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -130,6 +131,35 @@ class TestStart:
 
         assert response.status_code == 400
         assert "clientRequest" in response.get_json()["errors"]
+
+    @pytest.mark.parametrize("depth", [300, 2000])
+    def test_a_deeply_nested_body_is_400_saying_so(self, api: FlaskClient, depth: int):
+        body = START | {"clientRequest": {"recordingConfig": {"x": "NESTED"}}}
+        raw = json.dumps(body).replace('"NESTED"', "[" * depth + "]" * depth)
+
+        response = api.post(
+            "/api/v1/recordings", data=raw, content_type="application/json",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )  # fmt: skip
+
+        assert response.status_code == 400
+        assert "recursion" in json.dumps(response.get_json()).lower()
+
+    def test_a_body_over_the_limit_is_413(self, api: FlaskClient):
+        body = START | {"clientRequest": {"padding": "x" * (300 * 1024)}}
+
+        response = call(api, "/api/v1/recordings", body)
+
+        assert response.status_code == 413
+        assert response.get_json()["reason"] == "body_too_large"
+
+    def test_a_body_that_is_not_json_is_415(self, api: FlaskClient):
+        response = api.post(
+            "/api/v1/recordings", data=json.dumps(START), content_type="text/plain",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )  # fmt: skip
+
+        assert response.status_code == 415
 
     def test_a_body_that_is_not_an_object_is_400(self, api: FlaskClient):
         response = api.post(

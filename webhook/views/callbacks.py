@@ -26,10 +26,11 @@ from webhook.metrics import ACK_SECONDS, CALLBACKS, REJECTED
 from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
 from webhook.store.ratelimit import RefusalLimiter
+from webhook.views.bodies import read_json_body
 from webhook.views.errors import error_response
 
 if TYPE_CHECKING:
-    from _typeshed.wsgi import WSGIEnvironment
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,6 @@ _LIMITER = "agora.refusal_limiter"
 # Where WSGI puts the signature headers (PEP 3333: HTTP_ + upper case, "-" -> "_").
 _ENVIRON_V2 = "HTTP_" + HEADER_V2.upper().replace("-", "_")
 _ENVIRON_V1 = "HTTP_" + HEADER_V1.upper().replace("-", "_")
-_ENVIRON_CONTENT_TYPE = "CONTENT_TYPE"  # (not an environment variable: a WSGI key)
 
 
 @bp.post("/agora/callback")
@@ -73,7 +73,7 @@ def receive_callback() -> ResponseReturnValue:
     # Headers straight from the WSGI environ: werkzeug's header view rebuilds each name,
     # and this runs on every callback.
     environ = request.environ
-    body = _read_json_body(environ, settings.max_body_bytes)
+    body = read_json_body(environ, settings.max_body_bytes)
     callback, result = accept(
         settings,
         current_store(),
@@ -113,24 +113,6 @@ def _answer(result: RecordResult) -> Response:
     else:
         body = _ANSWERS[result.outcome]
     return Response(body, status=200, mimetype="application/json")
-
-
-def _read_json_body(environ: WSGIEnvironment, max_bytes: int) -> bytes:
-    """The raw body (signatures are over these exact bytes), within the size limit."""
-    # A plain split, not werkzeug's full header parser: this runs on every callback.
-    mimetype = environ.get(_ENVIRON_CONTENT_TYPE, "").partition(";")[0].strip().lower()
-    if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise UnsupportedMediaTypeError(
-            f"Content-Type must be application/json, got {mimetype or 'none'!r}"
-        )
-    length = request.content_length
-    if length is not None and length > max_bytes:
-        raise BodyTooLargeError(f"the body is {length} bytes; the limit is {max_bytes}")
-    body = request.stream.read(max_bytes + 1)
-    g.body = body[:max_bytes]
-    if len(body) > max_bytes:
-        raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes")
-    return body
 
 
 @bp.errorhandler(WebhookError)

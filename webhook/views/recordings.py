@@ -6,6 +6,7 @@ idempotent: a repeat changes nothing and answers 200.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, request
@@ -13,21 +14,29 @@ from flask.typing import ResponseReturnValue
 
 from webhook.agora_client import StopResult, redact
 from webhook.errors import NotFoundError, PayloadError
-from webhook.extensions import current_queue, current_recordings
+from webhook.extensions import current_queue, current_recordings, current_settings
 from webhook.jobs import enqueue_reconcile
 from webhook.recordings import StartCall, StopCall
 from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA
 from webhook.store import now_ms
 from webhook.views.auth import require_token
+from webhook.views.bodies import read_json_body
 
 bp = Blueprint("recordings", __name__, url_prefix="/api/v1/recordings")
 bp.before_request(require_token)
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The body, within the callback's size limit. The standard library's parser, not
+    orjson's: it keeps an integer beyond 64 bits exact (orjson makes it a float), so
+    JsonObject can refuse it; a body nested past the stack is a 400, not a 500."""
+    raw = read_json_body(request.environ, current_settings().max_body_bytes)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise PayloadError(f"the body is not JSON we can read: {err}") from None
     if not isinstance(body, dict):
-        raise PayloadError("the body must be a JSON object (Content-Type: application/json)")
+        raise PayloadError("the body must be a JSON object")
     return body
 
 
