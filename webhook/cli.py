@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +20,7 @@ from typing import BinaryIO, TextIO, cast
 
 import click
 from redis import Redis, RedisCluster
+from redis.exceptions import RedisError
 
 from webhook.config import Settings
 from webhook.errors import ConfigError, WebhookError
@@ -49,7 +52,18 @@ def _callback_secret() -> str:
     return DEV_SECRET_FILE.read_text().strip()
 
 
-@click.group()
+class _Commands(click.Group):
+    """Failures an operator can act on are one line and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RedisError as err:
+            # redis-py names the host and port, never the URL's password.
+            raise click.ClickException(f"Redis: {err}") from None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Agora Cloud Recording callback service."""
 
@@ -67,6 +81,8 @@ def sign_command(body_file: BinaryIO, sha1: bool) -> None:
 @click.option("--url", default="http://127.0.0.1:8000/agora/callback", show_default=True)
 def send_command(body_file: BinaryIO, url: str) -> None:
     """POST BODY_FILE to URL, signed as Agora signs it."""
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise click.BadParameter(f"{url!r} is not an http:// or https:// URL", param_hint="--url")
     body = body_file.read()
     secret = _callback_secret()
     request = urllib.request.Request(  # noqa: S310  # the URL is the operator's own
@@ -85,6 +101,8 @@ def send_command(body_file: BinaryIO, url: str) -> None:
     except urllib.error.HTTPError as err:
         click.echo(f"{err.code} {err.read().decode()}")
         sys.exit(1)
+    except (urllib.error.URLError, OSError) as err:  # no answer: refused, timed out, DNS
+        raise click.ClickException(f"{url}: {getattr(err, 'reason', err)}") from None
 
 
 @main.command("dev")

@@ -67,6 +67,23 @@ def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 
     return value
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """A Redis URL, checked here so a typo stops the start with its name, not a traceback
+    from the first connection."""
+    url = env.get(name, "").strip() or default
+    if url and not url.lower().startswith(_REDIS_SCHEMES):
+        # Only what comes before the first colon: a malformed URL may hold a password that
+        # redact_url() cannot find.
+        raise ConfigError(
+            f"{name} must be a redis://, rediss:// or unix:// URL; "
+            f"got one beginning {url.partition(':')[0]!r}"
+        )
+    return url
+
+
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str) -> str:
     value = env.get(name, "").strip().lower() or default
     if value not in allowed:
@@ -203,7 +220,7 @@ class Settings:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL must be a logging level name, got {log_level!r}")
         settings = cls(
-            redis_url=env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL,
+            redis_url=_redis_url(env, "REDIS_URL", DEFAULT_REDIS_URL),
             callback_secrets=secrets,
             environment=environment,  # type: ignore[arg-type]  # checked against the Literal above
             max_body_bytes=_integer(env, "AGORA_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
@@ -239,7 +256,7 @@ class Settings:
             redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
             store_min_replicas=_integer(env, "AGORA_STORE_MIN_REPLICAS", 0, minimum=0),
             store_replica_timeout=_seconds(env, "AGORA_STORE_REPLICA_TIMEOUT_SECONDS", 0.5),
-            store_cluster_url=env.get("STORE_CLUSTER_URL", "").strip(),
+            store_cluster_url=_redis_url(env, "STORE_CLUSTER_URL", ""),
         )
         if settings.store_cluster_url and settings.store_min_replicas:
             # WAIT cannot ride along with a script routed to a slot's node.

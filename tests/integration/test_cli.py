@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 
-from tests.conftest import SECRET, load_example
+from tests.conftest import DATA, SECRET, load_example
 from webhook.cli import main
 from webhook.config import Settings
 from webhook.schemas import load_callback
@@ -114,3 +114,36 @@ def test_a_broken_configuration_is_a_clear_error(cli: CliRunner, monkeypatch):
 
     assert result.exit_code == 1
     assert "AGORA_CALLBACK_SECRETS" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["alerts"],
+        ["show", SID],
+        ["prune"],
+        ["ack", "a"],
+        ["export", "--no-events"],
+        ["replay-rejected", "1-0"],
+    ],
+)
+def test_an_unreachable_redis_is_one_line_not_a_traceback(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
+):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+
+    result = cli.invoke(main, command)
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: Redis: "), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_send_to_nothing_listening_is_one_line_not_a_traceback(cli: CliRunner):
+    example = str(DATA / "40_recorder_started.json")
+
+    result = cli.invoke(main, ["send", example, "--url", "http://127.0.0.1:1/agora/callback"])
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: http://127.0.0.1:1/agora/callback: ")
+    assert len(result.output.strip().splitlines()) == 1

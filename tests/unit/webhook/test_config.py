@@ -139,6 +139,8 @@ def test_values_from_the_environment_are_used() -> None:
         ("STORAGE_READ_TIMEOUT_SECONDS", "0"),
         ("STORAGE_READ_TIMEOUT_SECONDS", "16"),  # three reads must fit in a job's timeout
         ("LOG_FORMAT", "xml"),
+        ("REDIS_URL", "localhost:6379"),
+        ("STORE_CLUSTER_URL", "http://cluster:7000"),
     ],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(name: str, value: str) -> None:
@@ -236,3 +238,15 @@ class TestRedisTopology:
         )  # fmt: skip
         with pytest.raises(ConfigError, match="AGORA_STORE_REPLICA_TIMEOUT_SECONDS"):
             Settings.from_env(PRODUCTION | {"AGORA_STORE_REPLICA_TIMEOUT_SECONDS": "3"})
+
+
+def test_a_malformed_redis_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(PRODUCTION | {"REDIS_URL": "redis:/user:hunter2@host:6379"})
+
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["redis://h:6379/0", "rediss://u:p@h:6380", "unix:///run/r.sock"])
+def test_every_redis_url_scheme_redis_py_knows_is_accepted(url: str) -> None:
+    assert Settings.from_env(PRODUCTION | {"REDIS_URL": url}).redis_url == url
