@@ -64,6 +64,13 @@ class PayloadError(WebhookError):
     reason = "invalid_payload"
 
 
+class QueryError(WebhookError):
+    """A query parameter failed its schema."""
+
+    status = 400
+    reason = "invalid_query"
+
+
 class NotifyTooOldError(WebhookError):
     """A signed callback whose notifyMs is older than AGORA_MAX_NOTIFY_AGE_SECONDS: Agora
     stamps every attempt afresh, so this is a replay (or a clock far off)."""

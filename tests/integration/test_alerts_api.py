@@ -77,6 +77,8 @@ def test_a_bad_filter_is_400_naming_the_parameter(api: FlaskClient):
     response = api.get("/api/v1/alerts?state=burning&limit=0", headers=AUTH)
 
     assert response.status_code == 400
+    assert response.get_json()["reason"] == "invalid_query"
+    assert response.get_json()["message"] == "the query string failed validation"
     assert set(response.get_json()["errors"]) == {"state", "limit"}
 
 

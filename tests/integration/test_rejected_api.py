@@ -45,6 +45,14 @@ def test_refused_callbacks_are_listed_newest_first(settings: Settings, redis: Re
     assert listed[1]["headers"][HEADER_V2] == sign(raw, NEW_SECRET)
 
 
+def test_a_bad_limit_is_400_naming_the_query_parameter(settings: Settings, redis: Redis):
+    response = app_with(settings, SECRET).get("/api/v1/rejected?limit=0", headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.get_json()["reason"] == "invalid_query"
+    assert set(response.get_json()["errors"]) == {"limit"}
+
+
 def test_a_callback_refused_for_a_missing_secret_is_stored_once_replayed(
     settings: Settings, redis: Redis
 ):

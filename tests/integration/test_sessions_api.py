@@ -86,6 +86,7 @@ class TestList:
         response = api.get(f"/api/v1/recordings?{query}", headers=AUTH)
 
         assert response.status_code == 400
+        assert response.get_json()["reason"] == "invalid_query"
         assert set(response.get_json()["errors"]) == {named}
 
 

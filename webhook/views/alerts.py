@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from webhook.errors import NotFoundError
@@ -10,6 +10,7 @@ from webhook.extensions import current_alerts
 from webhook.schemas import ALERT_QUERY_SCHEMA
 from webhook.store import now_ms
 from webhook.views.auth import require_token
+from webhook.views.inputs import load_query
 
 bp = Blueprint("alerts", __name__, url_prefix="/api/v1/alerts")
 bp.before_request(require_token)
@@ -18,7 +19,7 @@ bp.before_request(require_token)
 @bp.get("")
 def list_alerts() -> ResponseReturnValue:
     """Alerts in one state (default: open), newest change first, optionally of one kind."""
-    query = ALERT_QUERY_SCHEMA.load(request.args)
+    query = load_query(ALERT_QUERY_SCHEMA)
     found = current_alerts().in_state(query["state"], limit=query["limit"])
     if query.get("kind"):
         found = [a for a in found if a.kind == query["kind"]]

@@ -26,8 +26,8 @@ from webhook.metrics import ACK_SECONDS, CALLBACKS, REJECTED
 from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
 from webhook.store.ratelimit import RefusalLimiter
-from webhook.views.bodies import read_json_body
 from webhook.views.errors import error_response
+from webhook.views.inputs import read_json_body
 
 if TYPE_CHECKING:
     pass

@@ -20,7 +20,7 @@ from webhook.recordings import StartCall, StopCall
 from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA
 from webhook.store import now_ms
 from webhook.views.auth import require_token
-from webhook.views.bodies import read_json_body
+from webhook.views.inputs import read_json_body
 
 bp = Blueprint("recordings", __name__, url_prefix="/api/v1/recordings")
 bp.before_request(require_token)

@@ -6,7 +6,7 @@ with, e.g. after the right secret was added to AGORA_CALLBACK_SECRETS.
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from webhook.errors import NotFoundError, NotReplayableError
@@ -16,6 +16,7 @@ from webhook.schemas import REJECTED_QUERY_SCHEMA
 from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import Rejection, now_ms
 from webhook.views.auth import require_token
+from webhook.views.inputs import load_query
 
 bp = Blueprint("rejected", __name__, url_prefix="/api/v1/rejected")
 bp.before_request(require_token)
@@ -24,7 +25,7 @@ bp.before_request(require_token)
 @bp.get("")
 def list_rejected() -> ResponseReturnValue:
     """The most recent refused requests, newest first."""
-    query = REJECTED_QUERY_SCHEMA.load(request.args)
+    query = load_query(REJECTED_QUERY_SCHEMA)
     return {"rejected": [_document(r) for r in current_store().rejected(count=query["limit"])]}
 
 

@@ -5,7 +5,7 @@ Lists come from the indexes (sessions by activity, by channel, by state), never 
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
 from webhook.errors import NotFoundError
@@ -13,6 +13,7 @@ from webhook.extensions import current_alerts, current_recordings, current_store
 from webhook.reports import recording_document, row_document, session_page, timeline_document
 from webhook.schemas import RECORDING_LIST_QUERY_SCHEMA
 from webhook.views.auth import require_token
+from webhook.views.inputs import load_query
 
 bp = Blueprint("sessions", __name__, url_prefix="/api/v1/recordings")
 bp.before_request(require_token)
@@ -21,7 +22,7 @@ bp.before_request(require_token)
 @bp.get("")
 def list_recordings() -> ResponseReturnValue:
     """Sessions by last activity (or by when they entered `state`), newest first."""
-    query = RECORDING_LIST_QUERY_SCHEMA.load(request.args)
+    query = load_query(RECORDING_LIST_QUERY_SCHEMA)
     rows, next_cursor = session_page(current_store(), current_recordings(), query)
     return {"recordings": [row_document(row) for row in rows], "next_cursor": next_cursor}
 

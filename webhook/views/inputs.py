@@ -1,12 +1,13 @@
-"""Reading a JSON request body within the size limit, for every endpoint that takes one."""
+"""What a request brings: its JSON body within the size limit, its query parameters."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import g, request
+from marshmallow import Schema, ValidationError
 
-from webhook.errors import BodyTooLargeError, UnsupportedMediaTypeError
+from webhook.errors import BodyTooLargeError, QueryError, UnsupportedMediaTypeError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -38,3 +39,16 @@ def read_json_body(environ: WSGIEnvironment, max_bytes: int) -> bytes:
     if len(body) > max_bytes:
         raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes")
     return body
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    """The query string through schema.
+
+    Raises:
+        QueryError: a parameter failed its schema (named in the error's `errors`).
+    """
+    try:
+        return cast(dict[str, Any], schema.load(request.args))
+    except ValidationError as err:
+        messages = err.normalized_messages()  # type: ignore[no-untyped-call]  # unannotated upstream
+        raise QueryError("the query string failed validation", errors=messages) from None
