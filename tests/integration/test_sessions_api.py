@@ -11,6 +11,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from tests.conftest import load_example, varied
+from tests.integration.test_recordings_api import START
 from webhook.app import create_app
 from webhook.config import Settings
 from webhook.recordings import StartCall
@@ -65,6 +66,21 @@ class TestList:
 
         assert [r["sid"] for r in by_channel] == ["a"]
         assert [r["sid"] for r in recent] == ["b"]
+
+    def test_a_session_known_only_from_the_app_s_start_is_listed_and_filtered(
+        self, api: FlaskClient, redis: Redis
+    ):
+        session(redis, "heard-from", "room-a", T0)
+        started = START | {"sid": "never-heard-from", "cname": "room-a"}
+        answer = api.post("/api/v1/recordings", json=started, headers=AUTH)
+        assert answer.status_code == 201
+
+        listed = get(api, "/api/v1/recordings")["recordings"]
+        by_channel = get(api, "/api/v1/recordings?cname=room-a")["recordings"]
+
+        assert [r["sid"] for r in listed] == ["never-heard-from", "heard-from"]
+        assert [r["sid"] for r in by_channel] == ["never-heard-from", "heard-from"]
+        assert listed[0]["cname"] == "room-a"
 
     def test_filters_by_state_from_its_index(self, api: FlaskClient, redis: Redis):
         session(redis, "a", "room", T0)

@@ -111,6 +111,16 @@ class TestShardedGlobalKeys:
 
         assert found == [f"sid-{n}" for n in range(29, -1, -1) if n % 3 == 0]
 
+    def test_a_session_the_app_reported_is_indexed_in_its_shard(self, store: CallbackStore):
+        store_session(store, "heard-from", NOW, cname="room-c")
+        store.note_activity("only-started", "room-c", NOW + 1)
+
+        assert [sid for sid, _ in store.recent_sessions(limit=50)][:2] == [
+            "only-started", "heard-from",
+        ]  # fmt: skip
+        found = [sid for sid, _ in store.recent_sessions(cname="room-c", limit=50)]
+        assert found == ["only-started", "heard-from"]
+
     def test_counters_and_minutes_add_up_across_shards(self, store: CallbackStore):
         for n in range(20):
             store_session(store, f"sid-{n}", NOW)

@@ -527,6 +527,21 @@ class CallbackStore:
             return None
         return _summary(sid, data, files)
 
+    def note_activity(self, sid: str, cname: str, at_ms: int) -> None:
+        """A session the app told us about (its start or stop reported), in the activity
+        indexes as one a callback told us about: the lists, the channel filter and the
+        export find it before any callback arrives, or when none ever does (a recorder that
+        never started). A later time only moves it forward (GT), as callbacks do."""
+        shard = keys.shard_of(sid) if self.clustered else None
+        by_cname = keys.sessions_by_cname(cname, shard)
+        # On Cluster both keys carry the shard's hash tag: one slot, one node.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.sessions_by_activity(shard), {sid: at_ms}, gt=True)
+            if cname:
+                pipe.zadd(by_cname, {sid: at_ms}, gt=True)
+                pipe.expire(by_cname, int(self.retention.total_seconds()))
+            pipe.execute()
+
     def recent_sessions(
         self,
         *,

@@ -14,7 +14,12 @@ from flask.typing import ResponseReturnValue
 
 from webhook.agora_client import StopResult, redact
 from webhook.errors import NotFoundError, PayloadError
-from webhook.extensions import current_queue, current_recordings, current_settings
+from webhook.extensions import (
+    current_queue,
+    current_recordings,
+    current_settings,
+    current_store,
+)
 from webhook.jobs import enqueue_reconcile
 from webhook.recordings import StartCall, StopCall
 from webhook.schemas import RECORDING_START_SCHEMA, RECORDING_STOP_SCHEMA
@@ -53,6 +58,7 @@ def start_recording() -> ResponseReturnValue:
         started_ms=now_ms(),
     )
     created = current_recordings().record_start(data["sid"], start)
+    current_store().note_activity(data["sid"], start.cname, start.started_ms)
     if created:
         enqueue_reconcile(current_queue(), data["sid"])
     answer = {"sid": data["sid"], "result": "recorded" if created else "unchanged"}
@@ -64,7 +70,8 @@ def stop_recording(sid: str) -> ResponseReturnValue:
     """The app stopped a recording: what Agora answered decides what we wait for."""
     data = RECORDING_STOP_SCHEMA.load(_json_body())
     recordings = current_recordings()
-    if recordings.facts(sid).start is None:
+    facts = recordings.facts(sid)
+    if facts.start is None:
         raise NotFoundError(f"no recording {sid!r}: forward its start first")
     # The same reading of Agora's answer as our own client's (fileList string or list,
     # web mode, the legacy "unknow").
@@ -78,6 +85,7 @@ def stop_recording(sid: str) -> ResponseReturnValue:
         stopped_ms=now_ms(),
     )
     recorded = recordings.record_stop(sid, stop)
+    current_store().note_activity(sid, facts.start.cname, stop.stopped_ms)
     if recorded:
         enqueue_reconcile(current_queue(), sid)
     return {"sid": sid, "result": "recorded" if recorded else "unchanged"}, 200
