@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+from rq.utils import as_text, utcparse
+from rq.worker_registration import get_keys
 
 from webhook.store import CallbackStore, keys, now_ms
 from webhook.store.alerts import AlertStore
@@ -128,10 +131,10 @@ class PipelineCollector(Collector):
             "agora_worker_busy_seconds", "Time each registered RQ worker spent in jobs",
             labels=["worker"],
         )  # fmt: skip
-        for worker in Worker.all(connection=self.redis):
-            jobs.add_metric([worker.name, "succeeded"], worker.successful_job_count)
-            jobs.add_metric([worker.name, "failed"], worker.failed_job_count)
-            busy.add_metric([worker.name], worker.total_working_time)
+        for worker in registered_workers(self.redis):
+            jobs.add_metric([worker.name, "succeeded"], worker.successful_jobs)
+            jobs.add_metric([worker.name, "failed"], worker.failed_jobs)
+            busy.add_metric([worker.name], worker.working_seconds)
         yield jobs
         yield busy
         counted = WorkerCounters(self.redis).read()
@@ -162,10 +165,54 @@ def recent_workers(redis: Redis) -> int:
     now = datetime.now(UTC)
     return sum(
         1
-        for worker in Worker.all(connection=redis)
+        for worker in registered_workers(redis)
         if worker.last_heartbeat is not None
-        and (now - worker.last_heartbeat.replace(tzinfo=UTC)).total_seconds() < WORKER_SILENCE_S
+        and (now - worker.last_heartbeat).total_seconds() < WORKER_SILENCE_S
     )
+
+
+@dataclass(frozen=True)
+class RegisteredWorker:
+    """What the web side shows of one RQ worker."""
+
+    name: str
+    last_heartbeat: datetime | None
+    successful_jobs: int
+    failed_jobs: int
+    working_seconds: float
+
+
+# Fields of RQ's worker hash, as rq.Worker.refresh() reads them (rq is pinned).
+_WORKER_FIELDS = ("last_heartbeat", "successful_job_count", "failed_job_count",
+                  "total_working_time")  # fmt: skip
+
+
+def registered_workers(redis: Redis) -> list[RegisteredWorker]:
+    """RQ's registered workers, in one round trip after the registry's.
+
+    Read from RQ's own registry and hashes, not through rq.Worker: building one (as
+    Worker.all() does for each) raises the socket timeout of the connection pool it is
+    handed to 415 s (rq 3.0, Worker._set_connection). On the web side that pool is the
+    callback store's, so after one /readyz or /metrics a stalled Redis held callbacks for
+    minutes instead of answering 503 within 2 s.
+    """
+    worker_keys = sorted(get_keys(connection=redis))
+    pipe = redis.pipeline(transaction=False)
+    for key in worker_keys:
+        pipe.hmget(key, _WORKER_FIELDS)
+    found = []
+    for key, values in zip(worker_keys, pipe.execute(), strict=True):
+        heartbeat, succeeded, failed, working = (as_text(v) if v else None for v in values)
+        if not any((heartbeat, succeeded, failed, working)):
+            continue  # registered, but its hash expired: a dead worker (RQ skips it too)
+        found.append(RegisteredWorker(
+            name=key.removeprefix(Worker.redis_worker_namespace_prefix),
+            last_heartbeat=utcparse(heartbeat).replace(tzinfo=UTC) if heartbeat else None,
+            successful_jobs=int(succeeded or 0),
+            failed_jobs=int(failed or 0),
+            working_seconds=float(working or 0),
+        ))  # fmt: skip
+    return found
 
 
 def _lowest_score(redis: Redis, key: str) -> float | None:

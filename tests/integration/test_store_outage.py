@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from redis import Redis
+from rq import Worker
 
 from tests.conftest import SECRET, load_example
 from tests.integration.test_recordings_api import START, STOP
@@ -196,3 +198,35 @@ def test_metrics_say_redis_is_down_once_and_nothing_they_could_not_read(
     assert text.count("# TYPE agora_redis_up gauge") == 1
     assert "agora_redis_up 0.0" in text
     assert "agora_queue_depth" not in text
+
+
+# The readiness probe and the scrape read RQ's workers; RQ 3.0's Worker raises the socket
+# timeout of the pool it is handed to 415 s. Through the callbacks' pool, a stalled Redis
+# then held callbacks for minutes (a QA run saw no answer in 60 s) instead of a 503.
+@pytest.mark.timeout(60)
+def test_probes_and_scrapes_leave_a_stalled_redis_a_quick_503(
+    outage_client: FlaskClient, own_redis: RedisServer
+):
+    assert own_redis.process is not None
+    worker_redis = Redis.from_url(own_redis.url)
+    worker = Worker(["agora"], connection=worker_redis)  # a worker elsewhere, its own pool
+    worker.register_birth()
+    worker.heartbeat()
+    assert post(outage_client, load_example("40_"))[0] == 200
+    assert outage_client.get("/readyz").get_json()["workers"] == 1
+    assert b"agora_workers_alive 1.0" in outage_client.get("/metrics").data
+    store: CallbackStore = outage_client.application.extensions["agora.store"]
+    pool = store.redis.connection_pool
+    assert pool.connection_kwargs["socket_timeout"] < ANSWER_BUDGET_S / 2
+    # The next callback on a new connection, as under load (or after a reconnect).
+    pool.disconnect()
+
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        status, answer, elapsed = post(outage_client, load_example("33_"))
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+        worker_redis.close()
+
+    assert (status, answer["reason"]) == (503, "store_unavailable")
+    assert elapsed < ANSWER_BUDGET_S
