@@ -210,12 +210,13 @@ def test_probes_and_scrapes_leave_a_stalled_redis_a_quick_503(
     assert own_redis.process is not None
     worker_redis = Redis.from_url(own_redis.url)
     worker = Worker(["agora"], connection=worker_redis)  # a worker elsewhere, its own pool
-    worker.register_birth()
+    worker.register_birth()  # type: ignore[no-untyped-call]  # unannotated upstream
     worker.heartbeat()
     assert post(outage_client, load_example("40_"))[0] == 200
     assert outage_client.get("/readyz").get_json()["workers"] == 1
     assert b"agora_workers_alive 1.0" in outage_client.get("/metrics").data
     store: CallbackStore = outage_client.application.extensions["agora.store"]
+    assert isinstance(store.redis, Redis)
     pool = store.redis.connection_pool
     assert pool.connection_kwargs["socket_timeout"] < ANSWER_BUDGET_S / 2
     # The next callback on a new connection, as under load (or after a reconnect).
