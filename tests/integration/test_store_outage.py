@@ -100,6 +100,29 @@ def test_a_stalled_redis_gives_a_503_within_the_budget(
     assert len(store.events(SID)) == 2
 
 
+def test_a_stalled_redis_after_a_quiet_spell_still_gives_a_503_within_the_budget(
+    outage_client: FlaskClient, own_redis: RedisServer
+):
+    assert own_redis.process is not None
+    assert post(outage_client, load_example("40_"))[0] == 200
+    store: CallbackStore = outage_client.application.extensions["agora.store"]
+    assert isinstance(store.redis, Redis)
+    # No health-check PING before the command: with it, each attempt could cost two
+    # timeouts (a QA run saw 2.4 s after 30 s idle).
+    assert not store.redis.connection_pool.connection_kwargs.get("health_check_interval")
+    # As after a quiet spell: a health check, were one configured, would be due now.
+    for connection in store.redis.connection_pool._available_connections:
+        connection.next_health_check = -1
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        status, answer, elapsed = post(outage_client, load_example("33_"))
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+
+    assert (status, answer["reason"]) == (503, "store_unavailable")
+    assert elapsed < ANSWER_BUDGET_S
+
+
 def test_a_refused_callback_is_still_answered_when_redis_is_down(
     outage_client: FlaskClient, own_redis: RedisServer
 ):

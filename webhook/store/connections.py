@@ -32,11 +32,17 @@ def connect(
 
     With sentinels, `url` still gives the database, user and password of the primary; its
     host and port are ignored."""
-    options: dict[str, Any] = {"health_check_interval": 30}
-    if timeout is not None:
+    options: dict[str, Any] = {}
+    if timeout is None:
+        # Workers block on the queue for long: a PING now and then finds a dead peer.
+        options["health_check_interval"] = 30
+    else:
         seconds = timeout.total_seconds()
         # One quick retry covers a pooled connection Redis closed (a restart, a failover);
-        # more would push a 503 past our two-second budget.
+        # more would push a 503 past our two-second budget. No health-check PING: after
+        # 30 s idle it came before the command, each attempt then cost two timeouts, and
+        # a stalled Redis got its 503 in 4 x 0.6 s, past the budget (a QA run: 2.4 s). The
+        # retry already replaces a connection that turns out dead.
         options |= {"socket_timeout": seconds, "socket_connect_timeout": seconds,
                     "retry": Retry(NoBackoff(), 1)}  # fmt: skip
     if not sentinels:
