@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from bench.processes import (
 from tests.conftest import DATA, SECRET, load_example
 from webhook.redis_server import RedisServer, free_port
 from webhook.signature import HEADER_V2, sign
-from webhook.store import keys
+from webhook.store import CallbackStore, keys
 
 pytestmark = pytest.mark.system
 
@@ -209,6 +210,46 @@ def test_gunicorn_answers_bad_input_with_json_errors(service: tuple[str, Redis])
         f"{base}/agora/callback", json.dumps(load_example("40_")).encode(), None
     )
     assert (status, body["reason"]) == (401, "signature_missing")
+
+
+def raw_request(base: str, request: bytes) -> tuple[int, dict[str, Any]]:
+    """One request as bytes on its own connection: what no HTTP client library would send."""
+    host, port = urllib.parse.urlsplit(base).netloc.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)  # the client stops sending, as a cut-off one does
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+CHUNKED_HEAD = (b"POST /agora/callback HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Transfer-Encoding: chunked\r\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "reason"),
+    [
+        (CHUNKED_HEAD + b"Content-Type: application/json\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+         400, "invalid_payload"),  # not a chunk size
+        (CHUNKED_HEAD + b"Content-Type: application/json\r\n\r\n5\r\nabc", 400,
+         "invalid_payload"),  # cut off in the middle of a chunk
+        (CHUNKED_HEAD + b"Content-Type: text/plain\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+         415, "unsupported_media_type"),  # refused, then unreadable when kept
+    ],
+)  # fmt: skip
+def test_a_malformed_chunked_body_is_answered_in_json_and_kept(
+    service: tuple[str, Redis], request_bytes: bytes, status: int, reason: str
+):
+    base, redis = service
+
+    answer = raw_request(base, request_bytes)
+
+    assert (answer[0], answer[1]["reason"]) == (status, reason)
+    kept = CallbackStore(redis).rejected()
+    assert [(r.status, r.reason) for r in kept] == [(status, reason)]
 
 
 def test_make_run_says_why_when_its_redis_port_is_taken(tmp_path: Path):

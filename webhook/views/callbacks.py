@@ -13,6 +13,7 @@ from webhook.errors import (
     BodyTooLargeError,
     NotifyInFutureError,
     NotifyTooOldError,
+    PayloadError,
     RateLimitedError,
     SignatureError,
     SignatureMissingError,
@@ -27,7 +28,7 @@ from webhook.signature import HEADER_V1, HEADER_V2
 from webhook.store import RecordResult, Rejection, now_ms
 from webhook.store.ratelimit import RefusalLimiter
 from webhook.views.errors import error_response
-from webhook.views.inputs import read_json_body
+from webhook.views.inputs import read_at_most, read_json_body
 
 if TYPE_CHECKING:
     pass
@@ -178,7 +179,10 @@ def _keep_rejected(err: WebhookError) -> None:
     body = g.get("body")
     if body is None:
         # Refused before the body was read (415, or 413 by Content-Length): keep its start.
-        body = request.stream.read(settings.max_body_bytes + 1)
+        try:
+            body = read_at_most(settings.max_body_bytes + 1)
+        except PayloadError:
+            body = b""  # unreadable too: the reason and the headers are still kept
     truncated = len(body) > settings.max_body_bytes or (
         request.content_length is not None and request.content_length > settings.max_body_bytes
     )

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any, cast
 from flask import g, request
 from marshmallow import Schema, ValidationError
 
-from webhook.errors import BodyTooLargeError, QueryError, UnsupportedMediaTypeError
+from webhook.errors import (
+    BodyTooLargeError,
+    PayloadError,
+    QueryError,
+    UnsupportedMediaTypeError,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
@@ -24,6 +29,7 @@ def read_json_body(environ: WSGIEnvironment, max_bytes: int) -> bytes:
     Raises:
         UnsupportedMediaTypeError: not a JSON content type.
         BodyTooLargeError: over max_bytes, by its Content-Length or by what it sent.
+        PayloadError: the server could not read the body (see read_at_most).
     """
     # A plain split, not werkzeug's full header parser: this runs on every callback.
     mimetype = environ.get(_ENVIRON_CONTENT_TYPE, "").partition(";")[0].strip().lower()
@@ -34,11 +40,27 @@ def read_json_body(environ: WSGIEnvironment, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise BodyTooLargeError(f"the body is {length} bytes; the limit is {max_bytes}")
-    body = request.stream.read(max_bytes + 1)
+    g.body = b""  # what is kept if the read itself fails
+    body = read_at_most(max_bytes + 1)
     g.body = body[:max_bytes]
     if len(body) > max_bytes:
         raise BodyTooLargeError(f"the body exceeds the limit of {max_bytes} bytes")
     return body
+
+
+def read_at_most(limit: int) -> bytes:
+    """Up to limit bytes of the body, as the server hands them over.
+
+    Raises:
+        PayloadError: the server could not read the body: a malformed chunked encoding,
+            or a client that stopped sending (gunicorn: InvalidChunkSize, NoMoreData...).
+    """
+    try:
+        return request.stream.read(limit)
+    except Exception as err:  # noqa: BLE001  # the server's own errors: gunicorn's, werkzeug's
+        raise PayloadError(
+            f"the body could not be read: it is malformed or cut short ({type(err).__name__})"
+        ) from None
 
 
 def load_query(schema: Schema) -> dict[str, Any]:
