@@ -252,6 +252,32 @@ def test_a_malformed_chunked_body_is_answered_in_json_and_kept(
     assert [(r.status, r.reason) for r in kept] == [(status, reason)]
 
 
+def test_clients_that_never_finish_their_body_do_not_hold_callbacks_up(
+    service: tuple[str, Redis],
+):
+    base, _ = service
+    host, port = urllib.parse.urlsplit(base).netloc.split(":")
+    stalled = []
+    try:
+        for _ in range(12):  # more than gunicorn's 2 workers x 4 threads
+            connection = socket.create_connection((host, int(port)), timeout=30)
+            connection.sendall(b"POST /agora/callback HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Type: application/json\r\nContent-Length: 1000\r\n"
+                               b"\r\n{\"noticeId\"")  # fmt: skip
+            stalled.append(connection)
+
+        status, answer = http_post(  # urlopen gives up after 10 s, as Agora does
+            f"{base}/agora/callback", json.dumps(load_example("40_")).encode()
+        )
+
+        assert (status, answer) == (200, {"result": "stored"})
+        for connection in stalled:
+            assert connection.recv(65536).startswith(b"HTTP/1.1 400 ")
+    finally:
+        for connection in stalled:
+            connection.close()
+
+
 def test_make_run_says_why_when_its_redis_port_is_taken(tmp_path: Path):
     redis_port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}

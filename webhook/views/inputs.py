@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
 _ENVIRON_CONTENT_TYPE = "CONTENT_TYPE"  # (not an environment variable: a WSGI key)
+# The longest a client may pause while sending its body. Agora's bodies are a few KB, sent
+# at once; it gives up on an answer after 10 s anyway.
+BODY_READ_TIMEOUT_S = 3.0
 
 
 def read_json_body(environ: WSGIEnvironment, max_bytes: int) -> bytes:
@@ -53,8 +56,15 @@ def read_at_most(limit: int) -> bytes:
 
     Raises:
         PayloadError: the server could not read the body: a malformed chunked encoding,
-            or a client that stopped sending (gunicorn: InvalidChunkSize, NoMoreData...).
+            a client that stopped sending, or paused longer than BODY_READ_TIMEOUT_S
+            (gunicorn: InvalidChunkSize, NoMoreData, TimeoutError...).
     """
+    connection = request.environ.get("gunicorn.socket")
+    if connection is not None:
+        # gunicorn waits for a body as long as the client keeps the connection open, and a
+        # few clients that never finish theirs would hold every thread while Agora's
+        # callbacks wait. gunicorn sets the socket back to blocking for its next request.
+        connection.settimeout(BODY_READ_TIMEOUT_S)
     try:
         return request.stream.read(limit)
     except Exception as err:  # noqa: BLE001  # the server's own errors: gunicorn's, werkzeug's
