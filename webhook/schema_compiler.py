@@ -122,7 +122,8 @@ def _compile_field(field: fields.Field[Any]) -> _Loader:
     if field.allow_none or field.load_default is not missing_value:
         raise TypeError(f"{field!r}: null or default values are not compiled")
     checks = tuple(field.validators)
-    plain = _PLAIN_TYPES.get(type(field))
+    # A custom field may declare the JSON type it returns unchanged (schemas.WholeNumber).
+    plain = _PLAIN_TYPES.get(type(field)) or getattr(field, "plain_type", None)
     if plain is not None:
         return _plain_loader(plain, checks)
     if checks:

@@ -38,6 +38,20 @@ ID_PATTERN = re.compile(r"\A[\x21-\x7a|~]{1,256}\Z")
 CLOUD_RECORDING_PRODUCT_ID = 3
 
 
+class WholeNumber(fields.Integer):
+    """An integer, or the string of one (Agora's older callbacks sent `sequence` as a
+    string); never a float. marshmallow's Integer truncates: 5.9 would be sequence 5, and a
+    copy of event 5 besides."""
+
+    # What schema_compiler may return unchanged: an int passes as it is.
+    plain_type = int
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        if isinstance(value, float):
+            raise self.make_error("invalid")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
 class _Strict(Schema):
     class Meta:
         unknown = EXCLUDE
@@ -65,7 +79,7 @@ class RecordedFileSchema(_Strict):
     uid = fields.String()
     mixed_all_user = fields.Boolean(data_key="mixedAllUser")
     is_playable = fields.Boolean(data_key="isPlayable")
-    slice_start_ms = fields.Integer(data_key="sliceStartTime")
+    slice_start_ms = WholeNumber(data_key="sliceStartTime")
 
     @pre_load
     def accept_lowercase_filename(self, data: Any, **_: Any) -> Any:
@@ -102,24 +116,24 @@ class DetailsSchema(_Strict):
 
 class CloudRecordingErrorDetails(DetailsSchema):
     event_type = EventType.CLOUD_RECORDING_ERROR
-    module = fields.Integer(required=True)
-    error_level = fields.Integer(data_key="errorLevel", validate=validate.Range(1, 5))
-    error_code = fields.Integer(data_key="errorCode", required=True)
-    stat = fields.Integer()
+    module = WholeNumber(required=True)
+    error_level = WholeNumber(data_key="errorLevel", validate=validate.Range(1, 5))
+    error_code = WholeNumber(data_key="errorCode", required=True)
+    stat = WholeNumber()
     error_msg = fields.String(data_key="errorMsg")
 
 
 class CloudRecordingWarningDetails(DetailsSchema):
     event_type = EventType.CLOUD_RECORDING_WARNING
-    module = fields.Integer(required=True)
-    warn_code = fields.Integer(data_key="warnCode", required=True)
+    module = WholeNumber(required=True)
+    warn_code = WholeNumber(data_key="warnCode", required=True)
 
 
 class StatusUpdateDetails(DetailsSchema):
     event_type = EventType.CLOUD_RECORDING_STATUS_UPDATE
-    status = fields.Integer(required=True)
+    status = WholeNumber(required=True)
     # EN docs: 0 individual, 1 composite; CN docs: the reverse. Both readings are accepted.
-    recording_mode = fields.Integer(data_key="recordingMode", validate=validate.OneOf((0, 1)))
+    recording_mode = WholeNumber(data_key="recordingMode", validate=validate.OneOf((0, 1)))
     file_list = fields.String(data_key="fileList")
 
 
@@ -130,16 +144,16 @@ class FileInfosDetails(DetailsSchema):
 
 class SessionExitDetails(DetailsSchema):
     event_type = EventType.SESSION_EXIT
-    exit_status = fields.Integer(data_key="exitStatus", required=True)
+    exit_status = WholeNumber(data_key="exitStatus", required=True)
 
 
 class SessionFailoverDetails(DetailsSchema):
     event_type = EventType.SESSION_FAILOVER
-    new_uid = fields.Integer(data_key="newUid", required=True)
+    new_uid = WholeNumber(data_key="newUid", required=True)
 
 
 class StatusDetails(DetailsSchema):
-    status = fields.Integer(required=True)
+    status = WholeNumber(required=True)
 
 
 class UploaderStartedDetails(StatusDetails):
@@ -158,7 +172,7 @@ class BackupedDetails(UploadedDetails):
 
 class UploadingProgressDetails(DetailsSchema):
     event_type = EventType.UPLOADING_PROGRESS
-    progress = fields.Integer(required=True, validate=validate.Range(0, 10000))
+    progress = WholeNumber(required=True, validate=validate.Range(0, 10000))
 
 
 class RecorderStartedDetails(StatusDetails):
@@ -168,13 +182,13 @@ class RecorderStartedDetails(StatusDetails):
 class RecorderLeaveDetails(DetailsSchema):
     event_type = EventType.RECORDER_LEAVE
     # A bit mask (a real callback carried 24 = 16 + 8).
-    leave_code = fields.Integer(data_key="leaveCode", required=True, validate=validate.Range(0))
+    leave_code = WholeNumber(data_key="leaveCode", required=True, validate=validate.Range(0))
 
 
 class RecorderSliceStartDetails(DetailsSchema):
     event_type = EventType.RECORDER_SLICE_START
-    start_utc_ms = fields.Integer(data_key="startUtcMs", required=True)
-    discontinue_utc_ms = fields.Integer(data_key="discontinueUtcMs")
+    start_utc_ms = WholeNumber(data_key="startUtcMs", required=True)
+    discontinue_utc_ms = WholeNumber(data_key="discontinueUtcMs")
     mixed_all_user = fields.Boolean(data_key="mixedAllUser")
     stream_uid = fields.String(data_key="streamUid")
     track_type = fields.String(data_key="trackType")
@@ -182,8 +196,8 @@ class RecorderSliceStartDetails(DetailsSchema):
 
 class StreamStateDetails(DetailsSchema):
     stream_uid = fields.String(data_key="streamUid", required=True)
-    state = fields.Integer(required=True, validate=validate.OneOf((0, 1)))
-    utc_ms = fields.Integer(data_key="UtcMs", required=True)
+    state = WholeNumber(required=True, validate=validate.OneOf((0, 1)))
+    utc_ms = WholeNumber(data_key="UtcMs", required=True)
 
     @pre_load
     def accept_lowercase_utc_ms(self, data: Any, **_: Any) -> Any:
@@ -222,12 +236,12 @@ class VodTriggeredDetails(DetailsSchema):
 
 class WebRecorderStartedDetails(DetailsSchema):
     event_type = EventType.WEB_RECORDER_STARTED
-    recorder_start_ms = fields.Integer(data_key="recorderStartTime")
+    recorder_start_ms = WholeNumber(data_key="recorderStartTime")
 
 
 class WebRecorderStoppedDetails(DetailsSchema):
     event_type = EventType.WEB_RECORDER_STOPPED
-    code = fields.Integer(required=True)
+    code = WholeNumber(required=True)
     message = fields.String()
     details = fields.String()
     file_list = fields.List(fields.Nested(RecordedFileSchema), data_key="fileList")
@@ -261,8 +275,8 @@ class TranscoderCompletedDetails(DetailsSchema):
 
 class DownloadFailedDetails(DetailsSchema):
     event_type = EventType.DOWNLOAD_FAILED
-    vendor = fields.Integer(required=True)
-    region = fields.Integer()
+    vendor = WholeNumber(required=True)
+    region = WholeNumber()
     bucket = fields.String(required=True)
     # One string of ';'-separated names.
     file_name = fields.String(data_key="fileName", required=True)
@@ -338,9 +352,9 @@ class PayloadSchema(_Strict):
     uid = fields.String(required=True)
     # Its format was checked with the identity, before this schema runs.
     sid = fields.String(required=True)
-    sequence = fields.Integer(required=True, validate=validate.Range(0))
-    sendts = fields.Integer(required=True)
-    service_type = fields.Integer(data_key="serviceType", required=True)
+    sequence = WholeNumber(required=True, validate=validate.Range(0))
+    sendts = WholeNumber(required=True)
+    service_type = WholeNumber(data_key="serviceType", required=True)
     service_scene = fields.String(data_key="serviceScene")
     details = fields.Dict(required=True)
 
@@ -349,13 +363,13 @@ class CallbackSchema(_Strict):
     """Agora's callback envelope; details are checked separately, by eventType."""
 
     notice_id = fields.String(data_key="noticeId", required=True)
-    product_id = fields.Integer(
+    product_id = WholeNumber(
         data_key="productId",
         required=True,
         validate=validate.Equal(CLOUD_RECORDING_PRODUCT_ID, error="must be 3 (Cloud Recording)"),
     )
-    event_type = fields.Integer(data_key="eventType", required=True, strict=True)
-    notify_ms = fields.Integer(data_key="notifyMs", required=True)
+    event_type = WholeNumber(data_key="eventType", required=True, strict=True)
+    notify_ms = WholeNumber(data_key="notifyMs", required=True)
     # Not in the cloud-recording docs but seen in real callbacks; payload.sid is the key.
     sid = fields.String()
     payload = fields.Nested(PayloadSchema, required=True)
@@ -512,7 +526,7 @@ class RecordingStartSchema(_Strict):
 class RecordingStopSchema(_Strict):
     """POST /api/v1/recordings/<sid>/stop: what Agora answered the app's stop."""
 
-    http_status = fields.Integer(
+    http_status = WholeNumber(
         data_key="httpStatus", required=True, strict=True, validate=validate.Range(100, 599)
     )
     response = JsonObject(required=True)
@@ -529,7 +543,7 @@ class AlertQuerySchema(_Strict):
         load_default="open", validate=validate.OneOf(("open", "acknowledged", "resolved"))
     )
     kind = fields.String(validate=validate.Length(1, 64))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    limit = WholeNumber(load_default=100, validate=validate.Range(1, 1000))
 
 
 ALERT_QUERY_SCHEMA = AlertQuerySchema()
@@ -564,9 +578,9 @@ class RecordingListQuerySchema(_Strict):
 
     state = fields.String(validate=validate.OneOf(STATES))
     cname = fields.String(validate=validate.Length(1, 1024))
-    since = fields.Integer(validate=validate.Range(0), metadata={"description": "Unix ms"})
+    since = WholeNumber(validate=validate.Range(0), metadata={"description": "Unix ms"})
     cursor = Cursor()
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    limit = WholeNumber(load_default=50, validate=validate.Range(1, 500))
 
 
 RECORDING_LIST_QUERY_SCHEMA = RecordingListQuerySchema()
@@ -575,7 +589,7 @@ RECORDING_LIST_QUERY_SCHEMA = RecordingListQuerySchema()
 class RejectedQuerySchema(_Strict):
     """GET /api/v1/rejected query parameters."""
 
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 1000))
+    limit = WholeNumber(load_default=50, validate=validate.Range(1, 1000))
 
 
 REJECTED_QUERY_SCHEMA = RejectedQuerySchema()

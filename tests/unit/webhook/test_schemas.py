@@ -440,6 +440,21 @@ def test_a_negative_sequence_is_flagged_and_dropped() -> None:
     assert callback.sequence is None
 
 
+def test_a_sequence_sent_as_a_string_is_read_as_agora_s_older_callbacks_meant() -> None:
+    callback = load_callback(varied(load_example("31_"), sequence="5"))
+
+    assert callback.errors == {}
+    assert callback.sequence == 5
+
+
+@pytest.mark.parametrize("number", [5.9, 5.0, "5.9"])
+def test_a_sequence_that_is_not_a_whole_number_is_flagged_not_truncated(number: Any) -> None:
+    callback = load_callback(varied(load_example("31_"), sequence=number))
+
+    assert set(callback.errors["payload"]) == {"sequence"}
+    assert callback.sequence is None  # never taken for event 5, nor for a copy of it
+
+
 def test_an_envelope_error_and_a_details_error_are_both_kept() -> None:
     body = with_details(varied(load_example("33_"), sendts="x"), progress="x")
 
