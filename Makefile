@@ -30,14 +30,20 @@ demo: install ## Service + worker + Agora simulator + S3: a clean recording and 
 worker: install ## One RQ worker with the scheduler, against REDIS_URL
 	$(BIN)/python -m workers
 
+# Two processes: the slow system tests mostly wait (RQ's takeover of a killed job, a
+# failover, alert deadlines), and the rest of the suite runs meanwhile. One test at a
+# time to each, longest first (tests/conftest.py), so neither ends up with the long tail.
+TEST_PROCESSES ?= 2
+PYTEST_PARALLEL = -n $(TEST_PROCESSES) --dist load --maxschedchunk 1
+
 test: install lint typecheck ## What CI runs: lint, types, then the whole suite (own redis-servers)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 
 test-fast: install ## The suite without lint, types or the slow system tests
-	$(BIN)/pytest -m 'not system'
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m 'not system'
 
 test-system: install ## Only the tests that start real processes
-	$(BIN)/pytest -m system
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m system
 
 lint: install ## ruff check, ruff format --check, import contracts
 	$(BIN)/ruff check .

@@ -53,6 +53,27 @@ def varied(body: dict[str, Any], **payload: Any) -> dict[str, Any]:
     return result
 
 
+# The modules that take longest, longest first. make test runs the suite in two processes
+# (pytest -n 2), each taking the next test when it is free: started first, these overlap
+# the rest of the suite instead of ending it. Most of their time is waiting, for RQ to
+# take a killed job over, a failover or an alert's deadline, not CPU.
+LONGEST_FIRST = (
+    "tests/system/test_chaos.py",
+    "tests/system/test_reconciliation.py",
+    "tests/system/test_sentinel.py",
+    "tests/system/test_bench.py",
+    "tests/system/test_service.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.nodeid.partition("::")[0]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A private redis-server on a free port; no test ever touches a shared Redis."""
