@@ -71,6 +71,19 @@ FOLLOW_UP_EVENTS: frozenset[int] = frozenset(
     }
 )
 
+# The Console's "Check" button sends one test callback per subscribed event, in this
+# channel and from this uid (FACTS.md 4.2: documented for RTC notifications, reported for
+# cloud recording). They are stored like any callback, and must get their 200, but no
+# recording ran: they are never handed to a worker, so they never raise an alert.
+CONSOLE_TEST_CNAME = "test_webhook"
+CONSOLE_TEST_UID = "12121212"
+
+
+def is_console_test(cname: str | None, uid: str | None) -> bool:
+    """Whether a session's channel and uid are those of the Console's test callbacks."""
+    return cname == CONSOLE_TEST_CNAME and uid == CONSOLE_TEST_UID
+
+
 UploadStatus = Literal["uploaded", "backuped"]
 
 UPLOAD_STATUS_BY_EVENT: Mapping[int, UploadStatus] = {
@@ -127,8 +140,12 @@ class Callback:
         return not self.errors
 
     @property
+    def is_console_test(self) -> bool:
+        return is_console_test(self.cname, self.uid)
+
+    @property
     def needs_follow_up(self) -> bool:
-        return self.event_type in FOLLOW_UP_EVENTS
+        return self.event_type in FOLLOW_UP_EVENTS and not self.is_console_test
 
     @property
     def upload_status(self) -> UploadStatus | None:

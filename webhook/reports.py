@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from webhook.alerts import Alert
-from webhook.events import EventType
+from webhook.events import EventType, is_console_test
 from webhook.recordings import RecordingFacts
 from webhook.schemas import encode_cursor
 from webhook.store import CallbackStore, SessionSummary, StoredEvent
@@ -103,6 +103,7 @@ def overview(
         "upload_status": summary.upload_status if summary else None,
         "upload_progress": summary.upload_progress if summary else None,
         "open_alerts": sum(1 for a in alerts if a.state != "resolved"),
+        "console_test": summary is not None and is_console_test(summary.cname, summary.uid),
     }  # fmt: skip
 
 
@@ -141,6 +142,7 @@ def row_document(row: SessionRow) -> dict[str, Any]:
         "sid": row.sid, "cname": row.cname, "state": row.state,
         "last_seen_ms": row.last_seen_ms, "upload_status": row.upload_status,
         "upload_progress": row.upload_progress, "open_alerts": len(row.active_alerts),
+        "console_test": row.console_test,
     }  # fmt: skip
 
 

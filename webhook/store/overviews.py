@@ -10,10 +10,11 @@ from typing import cast
 from redis import Redis
 
 from webhook.alerts import alert_id
+from webhook.events import is_console_test
 from webhook.store import keys
 from webhook.store.connections import StoreClient
 
-_SUMMARY_FIELDS = ("cname", "last_seen_ms", "upload_status", "upload_progress")
+_SUMMARY_FIELDS = ("cname", "last_seen_ms", "upload_status", "upload_progress", "uid")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class SessionRow:
     upload_progress: int | None
     # Kinds of the alerts not resolved yet (open or acknowledged), sorted.
     active_alerts: tuple[str, ...]
+    # Callbacks of the Console's Check button, not of a recording (webhook.events).
+    console_test: bool = False
 
 
 def session_rows(store: StoreClient, redis: Redis, sids: Sequence[str]) -> list[SessionRow]:
@@ -52,7 +55,7 @@ def session_rows(store: StoreClient, redis: Redis, sids: Sequence[str]) -> list[
     for sid, summary, recording, session_kinds in zip(
         sids, summaries, recordings, kinds, strict=True
     ):
-        cname, last_seen, upload_status, progress = summary
+        cname, last_seen, upload_status, progress, uid = summary
         state, started_cname = recording
         rows.append(
             SessionRow(
@@ -67,6 +70,7 @@ def session_rows(store: StoreClient, redis: Redis, sids: Sequence[str]) -> list[
                     for kind in session_kinds
                     if states.get((sid, kind)) in ("open", "acknowledged")
                 ),
+                console_test=is_console_test(_text(cname), _text(uid)),
             )
         )
     return rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import orjson
 from flask import Blueprint, Response, current_app, g, request
@@ -29,9 +28,6 @@ from webhook.store import RecordResult, Rejection, now_ms
 from webhook.store.ratelimit import RefusalLimiter
 from webhook.views.errors import error_response
 from webhook.views.inputs import read_at_most, read_json_body
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +85,14 @@ def receive_callback() -> ResponseReturnValue:
     CALLBACKS.labels(event_label, result.outcome).inc()
     ACK_SECONDS.observe(latency_ms / 1000)
     # A line per routine callback costs about as much CPU as its Redis write (measured);
-    # the metrics above and the session's event log already record every one.
-    notable = result.outcome != "stored" or not callback.is_valid or not callback.is_known_type
+    # the metrics above and the session's event log already record every one. The
+    # Console's test callbacks are logged: whoever clicked Check can see they arrived.
+    notable = (
+        result.outcome != "stored"
+        or not callback.is_valid
+        or not callback.is_known_type
+        or callback.is_console_test
+    )
     if notable or settings.log_callbacks == "all":
         logger.info(
             "callback %s",
@@ -101,6 +103,7 @@ def receive_callback() -> ResponseReturnValue:
                 "event_type": callback.event_type,
                 "outcome": result.outcome,
                 "valid": callback.is_valid,
+                "console_test": callback.is_console_test,
                 "latency_ms": latency_ms,
             },
         )

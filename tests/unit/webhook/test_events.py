@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import example_files, load_example
-from webhook.events import FILE_LIST_EVENTS, FOLLOW_UP_EVENTS, Callback, EventType
+from webhook.events import (
+    FILE_LIST_EVENTS,
+    FOLLOW_UP_EVENTS,
+    Callback,
+    EventType,
+    is_console_test,
+)
 
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda p: p.stem)
@@ -52,3 +59,17 @@ def test_progress_is_read_only_from_uploading_progress_events() -> None:
 
     assert Callback(notice_id="n", event_type=33, sid="s", details=details).progress == 5000
     assert Callback(notice_id="n", event_type=31, sid="s", details=details).progress is None
+
+
+def test_the_console_s_test_callbacks_are_known_by_their_channel_and_uid_together() -> None:
+    assert is_console_test("test_webhook", "12121212")
+    assert not is_console_test("test_webhook", "527841")
+    assert not is_console_test("class1024", "12121212")
+    assert not is_console_test(None, None)
+
+
+def test_a_console_test_of_a_follow_up_event_is_not_followed_up() -> None:
+    backuped = Callback(notice_id="n", event_type=EventType.BACKUPED, sid="s")
+
+    assert backuped.needs_follow_up
+    assert not replace(backuped, cname="test_webhook", uid="12121212").needs_follow_up
