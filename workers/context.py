@@ -12,8 +12,11 @@ from rq import Queue, get_current_job
 
 from webhook.agora_client import AgoraClient, CallRecord
 from webhook.config import Settings
+from webhook.errors import PayloadError
+from webhook.events import FILE_LIST_EVENTS
 from webhook.jobs import callback_queue
 from webhook.recordings import RecordingFacts
+from webhook.schemas import load_callback
 from webhook.store import CallbackStore, SessionSummary, now_ms
 from webhook.store.alerts import AlertStore
 from webhook.store.connections import connect_cluster
@@ -35,7 +38,7 @@ class WorkerContext:
 
     def verify_storage(self, facts: RecordingFacts, summary: SessionSummary | None) -> Verification:
         """Look for the session's files in the customer's bucket."""
-        names = file_names(facts, summary)
+        names = self.files_to_verify(facts, summary)
         if facts.start is None:
             return Verification(
                 False, reason="the app did not forward its start call, so the bucket is unknown"
@@ -56,6 +59,27 @@ class WorkerContext:
         )
         result = verifier.verify(location, names)
         return Verification(result.verified, result.checked, result.missing, result.reason)
+
+    def files_to_verify(
+        self, facts: RecordingFacts, summary: SessionSummary | None
+    ) -> tuple[str, ...]:
+        """Every file an upload callback or the stop answer named, once each.
+
+        The summary keeps the latest list only, and an uploaded (31) sent after a backuped
+        (32), by the recorder that took over after a failover say, names its own files
+        while the backed-up ones must reach the bucket too."""
+        names = dict.fromkeys(file_names(facts, summary))
+        for event in self.callbacks.events(facts.sid):
+            if event.event_type not in FILE_LIST_EVENTS or event.redundant_of:
+                continue
+            try:
+                files = load_callback(event.document).files
+            except PayloadError:  # pragma: no cover - it was loaded once to be stored
+                continue
+            names.update(dict.fromkeys(f.file_name for f in files or ()))
+        if facts.stop is not None:
+            names.update(dict.fromkeys(facts.stop.file_names))
+        return tuple(names)
 
     @property
     def agora(self) -> AgoraClient | None:

@@ -72,12 +72,25 @@ def _ms(delta: timedelta) -> int:
 
 
 def upload_status(facts: RecordingFacts, summary: SessionSummary | None) -> str | None:
-    """uploaded/backuped from the callbacks, else from the stop answer."""
+    """backuped once anything said so, else uploaded from the callbacks or the stop answer.
+
+    Backuped is sticky (FACTS §10.5: the clock starts at the first 32 or stop answer
+    saying so): an uploaded (31) sent after it, by the recorder that took over after a
+    failover say, names its own files only, and the backed-up ones must still reach the
+    bucket."""
+    if facts.backuped_ms is not None or _reported_backuped(facts, summary):
+        return "backuped"
     if summary is not None and summary.upload_status:
         return summary.upload_status
     if facts.stop is not None and facts.stop.uploading_status in ("uploaded", "backuped"):
         return facts.stop.uploading_status
     return None
+
+
+def _reported_backuped(facts: RecordingFacts, summary: SessionSummary | None) -> bool:
+    if summary is not None and summary.counts.get(EventType.BACKUPED, 0) > 0:
+        return True
+    return facts.stop is not None and facts.stop.uploading_status == "backuped"
 
 
 def has_started(summary: SessionSummary | None) -> bool:

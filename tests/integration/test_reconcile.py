@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 from simulator.config import SimulatorConfig
 from simulator.server import SimulatorServer
 from simulator.service import CloudRecordingService
-from tests.conftest import load_example
+from tests.conftest import load_example, varied
 from tests.integration.s3_server import S3Server
 from webhook.agora_client import AgoraClient
 from webhook.config import Settings
@@ -112,6 +112,16 @@ def backuped_session(ctx: WorkerContext, bucket: str) -> int:
     deliver(ctx, "32_", 23, backuped_at)
     ctx.recordings.mark_backuped(SID, backuped_at)
     return backuped_at
+
+
+def stopped_backuped(ctx: WorkerContext, bucket: str) -> int:
+    """Start, the recorder's start, then a stop answering backuped at T0 + 10 min (its time)."""
+    ctx.recordings.record_start(SID, start(bucket))
+    deliver(ctx, "40_", 0, T0 + 1000)
+    stopped_at = T0 + 10 * MIN
+    ctx.recordings.record_stop(SID, StopCall(200, None, "backuped", tuple(PLAYLISTS), {},
+                                             stopped_at))  # fmt: skip
+    return stopped_at
 
 
 def open_kinds(ctx: WorkerContext) -> set[str]:
@@ -222,14 +232,47 @@ class TestBackupedUpload:
         ctx: WorkerContext,
         s3_bucket: str,
     ):
-        ctx.recordings.record_start(SID, start(s3_bucket))
-        deliver(ctx, "40_", 0, T0 + 1000)
-        stopped_at = T0 + 10 * MIN
-        ctx.recordings.record_stop(SID, StopCall(200, None, "backuped", tuple(PLAYLISTS), {},
-                                                 stopped_at))  # fmt: skip
+        stopped_at = stopped_backuped(ctx, s3_bucket)
 
         reconcile(ctx, SID, stopped_at + MIN)
         assert open_kinds(ctx) == set()
+        reconcile(ctx, SID, stopped_at + 5 * MIN)
+        assert open_kinds(ctx) == {"backup_not_uploaded"}
+
+    def test_an_uploaded_after_it_does_not_undo_backuped_and_every_file_is_looked_for(
+        self,
+        ctx: WorkerContext,
+        s3_server: S3Server,
+        s3_bucket: str,
+    ):
+        # After a failover the new recorder (another uid) uploads its own files cleanly; the
+        # first recorder's went to Agora's backup and must still reach the bucket.
+        backuped_at = backuped_session(ctx, s3_bucket)
+        takeover = f"bak0_{SID}_class1024__uid_s_57297__uid_e_audio.m3u8"
+        body = varied(load_example("31_"), uid="999001", sequence=30, sendts=backuped_at + MIN,
+                      notice_id="takeover-31")  # fmt: skip
+        body["payload"]["details"]["fileList"] = [{"fileName": takeover, "trackType": "audio"}]
+        ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                             received_ms=backuped_at + MIN)  # fmt: skip
+        put_recording(s3_server, s3_bucket, takeover)
+
+        decision = reconcile(ctx, SID, backuped_at + 5 * MIN)
+
+        assert decision.state == "backuped"
+        (alert,) = ctx.alerts.for_session(SID)
+        assert alert.kind == "backup_not_uploaded"
+        assert sorted(alert.evidence["missing"]) == sorted(f"recordings/{p}" for p in PLAYLISTS)
+        assert f"recordings/{takeover}" in alert.evidence["checked"]
+
+    def test_a_stop_answering_backuped_is_not_undone_by_a_later_uploaded(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        stopped_at = stopped_backuped(ctx, s3_bucket)
+        deliver(ctx, "31_", 23, stopped_at + 1000)
+
+        assert reconcile(ctx, SID, stopped_at + MIN).state == "backuped"
         reconcile(ctx, SID, stopped_at + 5 * MIN)
         assert open_kinds(ctx) == {"backup_not_uploaded"}
 
