@@ -219,7 +219,10 @@ def assess(
             "nobody published a stream.",
             {"http_status": stop.http_status, "code": stop.code},
         ))  # fmt: skip
-    elif stop is not None and stop.upload_status_unknown:
+    if stop is None or not stop.upload_status_unknown:
+        # (A retried stop's answer may have settled an earlier 206 since.)
+        resolved.append("upload_status_unknown")
+    else:
         deadline = stop.stopped_ms + _ms(deadlines.upload_status)
         if upload_status(facts, summary) is not None:
             resolved.append("upload_status_unknown")

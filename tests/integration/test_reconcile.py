@@ -124,6 +124,15 @@ def stopped_backuped(ctx: WorkerContext, bucket: str) -> int:
     return stopped_at
 
 
+def stopped_not_completed(ctx: WorkerContext, bucket: str) -> int:
+    """Start, the recorder's start, then a stop answering 206 code 65 at T0 + 10 min."""
+    ctx.recordings.record_start(SID, start(bucket))
+    deliver(ctx, "40_", 0, T0 + 1000)
+    stopped_at = T0 + 10 * MIN
+    ctx.recordings.record_stop(SID, StopCall(206, 65, None, (), {"code": 65}, stopped_at))
+    return stopped_at
+
+
 def open_kinds(ctx: WorkerContext) -> set[str]:
     return {a.kind for a in ctx.alerts.for_session(SID) if a.state != "resolved"}
 
@@ -300,10 +309,7 @@ class TestOtherRules:
         ctx: WorkerContext,
         s3_bucket: str,
     ):
-        ctx.recordings.record_start(SID, start(s3_bucket))
-        deliver(ctx, "40_", 0, T0 + 1000)
-        stopped_at = T0 + 10 * MIN
-        ctx.recordings.record_stop(SID, StopCall(206, 65, None, (), {"code": 65}, stopped_at))
+        stopped_at = stopped_not_completed(ctx, s3_bucket)
 
         reconcile(ctx, SID, stopped_at + 4 * MIN)
         assert open_kinds(ctx) == set()
@@ -313,6 +319,27 @@ class TestOtherRules:
         deliver(ctx, "31_", 23, stopped_at + 6 * MIN)
         reconcile(ctx, SID, stopped_at + 6 * MIN)
         assert open_kinds(ctx) == set()
+
+    def test_the_answer_to_a_retried_stop_settles_a_206_and_starts_the_backup_check(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        stopped_at = stopped_not_completed(ctx, s3_bucket)
+        reconcile(ctx, SID, stopped_at + 5 * MIN)
+        assert open_kinds(ctx) == {"upload_status_unknown"}
+
+        # The app retried its stop (FACTS: 206 code 65 means retry) and forwards the answer.
+        retried_at = stopped_at + 6 * MIN
+        retried = StopCall(200, None, "backuped", tuple(PLAYLISTS), {}, retried_at)
+        assert ctx.recordings.record_stop(SID, retried)
+        assert not ctx.recordings.record_stop(SID, replace(retried, http_status=206, code=65))
+        reconcile(ctx, SID, retried_at + MIN)
+        assert open_kinds(ctx) == set()
+        decision = reconcile(ctx, SID, retried_at + 5 * MIN)
+
+        assert decision.state == "backuped"
+        assert open_kinds(ctx) == {"backup_not_uploaded"}
 
     def test_a_start_without_recorder_events_alerts_at_two_minutes(
         self,

@@ -193,6 +193,25 @@ class TestStop:
         endpoints = [c["endpoint"] for c in RecordingStore(redis).calls(SID)]
         assert endpoints == ["start", "stop"]
 
+    def test_the_answer_to_a_retried_stop_replaces_one_that_could_not_say(
+        self, api: FlaskClient, redis: Redis
+    ):
+        call(api, "/api/v1/recordings", START)
+        not_completed = {"httpStatus": 206, "response": {"code": 65}}
+
+        first = call(api, f"/api/v1/recordings/{SID}/stop", not_completed)
+        same_again = call(api, f"/api/v1/recordings/{SID}/stop", not_completed)
+        retried = call(api, f"/api/v1/recordings/{SID}/stop", STOP)
+        late_206 = call(api, f"/api/v1/recordings/{SID}/stop", not_completed)
+
+        answers = [r.get_json()["result"] for r in (first, same_again, retried, late_206)]
+        assert answers == ["recorded", "unchanged", "recorded", "unchanged"]
+        facts = RecordingStore(redis).facts(SID)
+        assert facts.stop is not None
+        assert (facts.stop.http_status, facts.stop.uploading_status) == (200, "backuped")
+        endpoints = [c["endpoint"] for c in RecordingStore(redis).calls(SID)]
+        assert endpoints == ["start", "stop", "stop"]
+
     def test_a_206_with_435_is_read_as_nothing_recorded(self, api: FlaskClient, redis: Redis):
         call(api, "/api/v1/recordings", START)
 

@@ -50,7 +50,12 @@ class RecordingStore:
         return self._record_once(sid, "resource_id", fields, "start", start.started_ms, summary)
 
     def record_stop(self, sid: str, stop: StopCall) -> bool:
-        """Remember Agora's answer to the app's stop; False when already known."""
+        """Remember Agora's answer to the app's stop; False when already known.
+
+        An answer that could not say where the files went (206 code 65, uploadingStatus
+        unknown: FACTS §6.3 says retry) gives way to the answer to the app's retry, once
+        that one does say; any other repeat changes nothing."""
+        unsettled = stop.upload_status_unknown
         fields = {
             "stopped_ms": stop.stopped_ms,
             "stop_http_status": stop.http_status,
@@ -58,9 +63,13 @@ class RecordingStore:
             "stop_uploading_status": stop.uploading_status or "",
             "stop_files": _json(list(stop.file_names)),
             "stop_response": _json(stop.response),
+            "stop_unsettled": int(unsettled),
         }
         summary = {"httpStatus": stop.http_status}
-        return self._record_once(sid, "stopped_ms", fields, "stop", stop.stopped_ms, summary)
+        return self._record_once(
+            sid, "stopped_ms", fields, "stop", stop.stopped_ms, summary,
+            replaces_if=None if unsettled else "stop_unsettled",
+        )  # fmt: skip
 
     def _record_once(
         self,
@@ -70,15 +79,19 @@ class RecordingStore:
         endpoint: str,
         at_ms: int,
         summary: Mapping[str, Any],
+        replaces_if: str | None = None,
     ) -> bool:
         """Write an app call's fields unless `marker` is already there; False for a repeat.
+        With replaces_if, a call already there is replaced when that field of it is 1.
 
         WATCHed: the check and the write are one transaction, so a failed write leaves
         nothing behind and a retry records the call."""
         key = keys.recording(sid)
 
         def write(pipe: Any) -> bool:
-            if pipe.hexists(key, marker):
+            if pipe.hexists(key, marker) and not (
+                replaces_if is not None and pipe.hget(key, replaces_if) == b"1"
+            ):
                 return False
             pipe.multi()
             pipe.hset(key, mapping=dict(fields))
