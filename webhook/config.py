@@ -149,6 +149,9 @@ class Settings:
     # How often the sweep walks the active sessions, and how often they are polled.
     sweep_interval: timedelta = timedelta(seconds=60)
     query_interval: timedelta = timedelta(minutes=2)
+    # How long query may answer 404 "failed to find worker" before the task counts as gone:
+    # an HA migration takes up to 90 s and answers 404 meanwhile (FACTS §5.4).
+    migration_grace: timedelta = timedelta(seconds=90)
     storage_config_path: str = ""
     # One read from a customer's bucket. A storage check tries three times and must finish
     # inside its job's timeout; a longer read keeps a worker on a dead endpoint longer.
@@ -249,6 +252,7 @@ class Settings:
             backup_recheck=_seconds(env, "BACKUP_RECHECK_SECONDS", 300),
             sweep_interval=_seconds(env, "SWEEP_INTERVAL_SECONDS", 60),
             query_interval=_seconds(env, "QUERY_INTERVAL_SECONDS", 120),
+            migration_grace=_seconds(env, "MIGRATION_GRACE_SECONDS", 90),
             storage_config_path=env.get("STORAGE_CONFIG", "").strip(),
             storage_read_timeout=_seconds(env, "STORAGE_READ_TIMEOUT_SECONDS", 10),
             worker_class=_choice(env, "WORKER_CLASS", ("fork", "simple"), "simple"),  # type: ignore[arg-type]  # one of the Literal's values

@@ -105,3 +105,6 @@ class RecordingFacts:
     last_query_http_status: int | None = None
     # Agora's failover event: 404s are expected for up to 90 s after it.
     failover_ms: int | None = None
+    # The first of the query answers in a row saying the task is gone (404 "failed to find
+    # worker"); None once one answers 200.
+    task_gone_ms: int | None = None

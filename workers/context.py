@@ -98,6 +98,7 @@ class WorkerContext:
             stale_margin=s.stale_margin,
             backup_recheck=s.backup_recheck,
             poll=s.query_interval,
+            migration=s.migration_grace,
             give_up=s.retention,
         )
 

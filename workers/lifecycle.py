@@ -36,6 +36,8 @@ class Deadlines:
     poll: timedelta
     # Stop watching a session this long after it started (the retention period).
     give_up: timedelta = timedelta(days=30)
+    # How long query's 404s may be an HA migration under way rather than the task's end.
+    migration: timedelta = timedelta(seconds=90)
 
 
 @dataclass(frozen=True)
@@ -153,10 +155,23 @@ def needs_query(
         return False
     if facts.last_query_ms is None:
         return True
+    confirm_at = gone_confirmed_at(facts, deadlines)
+    if confirm_at is not None and facts.last_query_ms < confirm_at <= now_ms:
+        return True  # ask again once a migration would be over, whatever the interval
     interval = _ms(deadlines.poll)
     if summary is not None and summary.sequence_gaps > 0:
         interval = min(interval, 10_000)
     return now_ms - facts.last_query_ms >= interval
+
+
+def gone_confirmed_at(facts: RecordingFacts, deadlines: Deadlines) -> int | None:
+    """When a 404 "failed to find worker" still answered means the task has ended: a
+    migration's length after the first of those 404s in a row, or after the failover event
+    if that came later (FACTS §5.4: a migration answers 404 for up to 90 s, and its event
+    may come late or never). None while query has not said the task is gone."""
+    if facts.task_gone_ms is None:
+        return None
+    return max(facts.task_gone_ms, facts.failover_ms or 0) + _ms(deadlines.migration)
 
 
 def needs_storage_check(
@@ -275,21 +290,24 @@ def assess(
         resolved.append("stale_session")
 
     # 6. notifications lost: Agora no longer runs a task we still think is recording (its
-    # query answers 404, outside the 90 s a failover may take), and no exit, upload or
-    # stop told us how it ended. The final upload state cannot be confirmed.
-    failover_quiet = facts.failover_ms is None or (
-        facts.last_query_ms is not None and facts.last_query_ms - facts.failover_ms > 90_000
-    )
-    if state in ("started", "recording") and facts.last_query_http_status == 404 and failover_quiet:
+    # query has answered 404 "failed to find worker" for longer than a migration takes),
+    # and no exit, upload or stop told us how it ended. The final upload state cannot be
+    # confirmed.
+    active = state in ("started", "recording")
+    confirm_at = gone_confirmed_at(facts, deadlines)
+    if confirm_at is None or not active:
+        resolved.append("upload_unconfirmed")
+    elif facts.last_query_ms is None or facts.last_query_ms < confirm_at:
+        at_deadline(confirm_at)  # the query then that tells a migration from an end
+    else:
         raised.append(AlertSpec(
             "upload_unconfirmed",
             f"Agora no longer runs recording {facts.sid} ({cname}), but no session_exit, "
             "uploaded or backuped notification arrived: notifications were lost and the final "
             "upload state cannot be confirmed. Check the files in your storage.",
-            {"last_query_ms": facts.last_query_ms, "files": list(files)},
+            {"last_query_ms": facts.last_query_ms, "task_gone_ms": facts.task_gone_ms,
+             "files": list(files)},
         ))  # fmt: skip
-    elif facts.last_query_http_status != 404 or state not in ("started", "recording"):
-        resolved.append("upload_unconfirmed")
 
     # 8. an upload Agora itself calls failed, and a stop file list the callbacks contradict.
     if summary is not None and summary.upload_ok is False:

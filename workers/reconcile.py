@@ -68,9 +68,9 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
         facts = ctx.recordings.facts(sid)
     agora = ctx.agora
     if agora is not None and needs_query(facts, summary, ctx.deadlines, now):
-        status = query_status(agora, facts)
+        status, task_gone = query_status(agora, facts)
         ctx.counters.count("agora_query", str(status))
-        ctx.recordings.record_query(sid, at_ms=now, http_status=status)
+        ctx.recordings.record_query(sid, at_ms=now, http_status=status, task_gone=task_gone)
         facts = ctx.recordings.facts(sid)
     verification = None
     if needs_storage_check(facts, summary, ctx.deadlines, now):
@@ -92,20 +92,22 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
     return assessment
 
 
-def query_status(agora: AgoraClient, facts: RecordingFacts) -> int:
-    """Ask Agora whether it still runs the task: 200, 404, or the failure's status."""
+def query_status(agora: AgoraClient, facts: RecordingFacts) -> tuple[int, bool]:
+    """Ask Agora whether it still runs the task: the answer's HTTP status (0: none came),
+    and whether it says the task is gone (404 "failed to find worker")."""
     start = facts.start
     if start is None:  # pragma: no cover - needs_query() checks
         raise ValueError("query needs the start call")
     try:
         agora.query(start.resource_id, facts.sid, start.mode)
     except AgoraNotFoundError:
-        return 404
+        return 404, True
     except AgoraError as err:
-        # Rate limits, timeouts, 5xx: no answer about the task; polled again later.
+        # Rate limits, timeouts, 5xx, and a 404 "no Route matched", which is our URL or
+        # app id, not the task: no answer about the task; polled again later.
         logger.warning("query failed", extra={"sid": facts.sid, "reason": err.reason})
-        return err.http_status or 0
-    return 200
+        return err.http_status or 0, False
+    return 200, False
 
 
 def apply(

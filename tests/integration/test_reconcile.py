@@ -134,7 +134,11 @@ def stopped_not_completed(ctx: WorkerContext, bucket: str) -> int:
 
 
 def open_kinds(ctx: WorkerContext) -> set[str]:
-    return {a.kind for a in ctx.alerts.for_session(SID) if a.state != "resolved"}
+    return kinds_of(ctx, SID)
+
+
+def kinds_of(ctx: WorkerContext, sid: str) -> set[str]:
+    return {a.kind for a in ctx.alerts.for_session(sid) if a.state != "resolved"}
 
 
 class TestBackupedUpload:
@@ -442,21 +446,57 @@ class TestQueryPolling:
         agora, resource_id, sid = self.started(polling, s3_bucket)
         agora.stop(resource_id, sid, "individual", "class1024", "527841")  # not forwarded
 
-        reconcile(polling, sid, T0 + MIN)
+        # One 404 may be an HA migration (up to 90 s, its event maybe lost): asked again then.
+        first = reconcile(polling, sid, T0 + MIN)
+        assert polling.alerts.for_session(sid) == []
+        assert first.deadline_ms == T0 + MIN + 90_000
+        reconcile(polling, sid, T0 + MIN + 90_000)
 
-        assert polling.recordings.facts(sid).last_query_http_status == 404
+        facts = polling.recordings.facts(sid)
+        assert (facts.last_query_http_status, facts.task_gone_ms) == (404, T0 + MIN)
         (alert,) = polling.alerts.for_session(sid)
         assert (alert.kind, alert.severity) == ("upload_unconfirmed", "critical")
         agora.close()
 
-    def test_404s_right_after_a_failover_are_expected(self, polling: WorkerContext, s3_bucket: str):
+    def test_404s_during_a_migration_whose_event_came_late_are_expected(
+        self, polling: WorkerContext, s3_bucket: str
+    ):
         agora, resource_id, sid = self.started(polling, s3_bucket)
-        polling.recordings.mark_failover(sid, T0 + MIN - 10_000)
         agora.stop(resource_id, sid, "individual", "class1024", "527841")
+        reconcile(polling, sid, T0 + MIN)  # a 404, and no failover event yet
+        polling.recordings.mark_failover(sid, T0 + MIN + 60_000)
 
-        reconcile(polling, sid, T0 + MIN)
+        reconcile(polling, sid, T0 + MIN + 90_000)  # 90 s after the 404, 30 s after the event
 
+        assert "upload_unconfirmed" not in kinds_of(polling, sid)
+        reconcile(polling, sid, T0 + MIN + 150_000)
+        assert "upload_unconfirmed" in kinds_of(polling, sid)
+        agora.close()
+
+    def test_a_task_running_again_clears_the_404s(self, polling: WorkerContext, s3_bucket: str):
+        agora, _, sid = self.started(polling, s3_bucket)
+        polling.recordings.record_query(sid, at_ms=T0, http_status=404, task_gone=True)
+
+        reconcile(polling, sid, T0 + 90_000)  # the migration is over: query answers 200
+
+        assert polling.recordings.facts(sid).task_gone_ms is None
         assert polling.alerts.for_session(sid) == []
+        agora.close()
+
+    def test_a_wrong_url_s_404_is_not_the_task_s_end(
+        self, polling: WorkerContext, simulator: SimulatorServer, s3_bucket: str
+    ):
+        agora, _, sid = self.started(polling, s3_bucket)
+        # Agora's gateway answers a wrong URL or app id: 404 "no Route matched".
+        wrong_base = replace(polling.settings, agora_api_base=f"{simulator.url}/nowhere")
+        misrouted = replace(polling, settings=wrong_base)
+
+        for minutes in (1, 3, 5):
+            reconcile(misrouted, sid, T0 + minutes * MIN)
+
+        facts = misrouted.recordings.facts(sid)
+        assert (facts.last_query_http_status, facts.task_gone_ms) == (404, None)
+        assert "upload_unconfirmed" not in kinds_of(misrouted, sid)  # (silent: stale_session)
         agora.close()
 
 

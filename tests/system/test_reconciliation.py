@@ -199,6 +199,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "AGORA_API_BASE": f"http://127.0.0.1:{sim_port}", "AGORA_APP_ID": "e2e-app",
         "AGORA_CUSTOMER_ID": CUSTOMER[0], "AGORA_CUSTOMER_SECRET": CUSTOMER[1],
         "QUERY_INTERVAL_SECONDS": "1", "STALE_MARGIN_SECONDS": "1",
+        "MIGRATION_GRACE_SECONDS": "2",
     }  # fmt: skip
     log = (work / "processes.log").open("ab")
     processes = [

@@ -171,6 +171,7 @@ class RecordingStore:
             last_query_ms=_int(data.get(b"last_query_ms")),
             last_query_http_status=_int(data.get(b"last_query_http_status")),
             failover_ms=_int(data.get(b"failover_ms")),
+            task_gone_ms=_int(data.get(b"task_gone_ms")),
         )
 
     def set_state(self, sid: str, state: State, now_ms: int) -> bool:
@@ -219,11 +220,16 @@ class RecordingStore:
             pipe.zremrangebyscore(keys.recordings_by_state(state), "-inf", f"({oldest}")
         return sum(int(n) for n in pipe.execute())
 
-    def record_query(self, sid: str, *, at_ms: int, http_status: int) -> None:
-        """The outcome of our last `query` to Agora for the session."""
+    def record_query(self, sid: str, *, at_ms: int, http_status: int, task_gone: bool) -> None:
+        """The outcome of our last `query` to Agora for the session; task_gone: it answered
+        that Agora no longer runs the task (kept from the first such answer in a row)."""
         key = keys.recording(sid)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping={"last_query_ms": at_ms, "last_query_http_status": http_status})
+        if task_gone:
+            pipe.hsetnx(key, "task_gone_ms", at_ms)
+        elif http_status == 200:
+            pipe.hdel(key, "task_gone_ms")
         pipe.expire(key, self.retention)
         pipe.execute()
 
