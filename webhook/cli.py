@@ -243,12 +243,16 @@ def show_command(sid: str, events: bool) -> None:
     _print_json(found)
 
 
+# Each wait for new events is shorter than the client's socket timeout (redis-py's default,
+# 5 s): a wait as long as that ended tail with a timeout after 5 s of quiet.
+TAIL_BLOCK_MS = 2000
+
+
 @main.command("tail")
 @click.argument("sid")
 def tail_command(sid: str) -> None:
     """Follow one session's new events as JSON lines (Ctrl-C to stop)."""
     ops = _ops()
-    # Blocking reads need no socket timeout of their own.
     if ops.settings.store_cluster_url:
         redis: Redis | RedisCluster = connect_cluster(ops.settings.store_cluster_url, timeout=None)
     else:
@@ -261,7 +265,7 @@ def tail_command(sid: str) -> None:
         while True:
             answer = cast(
                 list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                redis.xread({keys.events(sid): last}, block=5000, count=100),
+                redis.xread({keys.events(sid): last}, block=TAIL_BLOCK_MS, count=100),
             )
             for _, entries in answer or ():
                 for entry_id, fields in entries:

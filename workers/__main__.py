@@ -38,8 +38,8 @@ def main() -> int:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     configure(settings)
-    # No socket timeout here: the worker blocks on the queue for minutes at a time, and a
-    # timeout shorter than that block would break it.
+    # No timeout of ours: RQ raises the socket timeout for its own blocking pops on the
+    # queue (minutes at a time), and the relay's waits are shorter than redis-py's default.
     redis = connect(
         settings.redis_url, timeout=None,
         sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import selectors
+import subprocess
+import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -83,6 +88,26 @@ def test_replay_rejected_takes_a_kept_callback_in_again(cli: CliRunner, redis: R
 
     assert (first.exit_code, first.output.strip()) == (0, "stored")
     assert again.output.strip() == "duplicate"
+
+
+def test_tail_follows_a_session_through_a_quiet_spell(settings: Settings, redis: Redis):
+    # A real process, as an operator runs it: redis-py's socket timeout is 5 s, and tail
+    # used to wait on the stream that long, so the first quiet spell ended it.
+    env = os.environ | {"REDIS_URL": settings.redis_url, "AGORA_CALLBACK_SECRETS": SECRET,
+                        "APP_ENV": "production"}  # fmt: skip
+    command = [sys.executable, "-c", "from webhook.cli import main; main()", "tail", SID]
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as tail:
+        assert tail.stdout is not None
+        try:
+            time.sleep(6.5)  # nothing arrives
+            body = store_example(redis, "40_")
+            with selectors.DefaultSelector() as waiting:
+                waiting.register(tail.stdout, selectors.EVENT_READ)
+                assert waiting.select(timeout=10), f"no line; tail exited {tail.poll()}"
+            line = json.loads(tail.stdout.readline())
+            assert (line["notice_id"], tail.poll()) == (body["noticeId"], None)
+        finally:
+            tail.terminate()
 
 
 def test_export_writes_sessions_and_events_as_ndjson(cli: CliRunner, redis: Redis, tmp_path):

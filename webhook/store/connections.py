@@ -28,7 +28,9 @@ def connect(
     sentinel_master: str = "",
 ) -> Redis:
     """A client for the primary. `timeout` bounds every socket operation (the web side
-    must answer Agora within 10 s); None for RQ workers, which block on the queue.
+    must answer Agora within 10 s); None for RQ workers and other blocking readers: redis-py's
+    default socket timeout then (5 s), which RQ raises for its own blocking pops, and every
+    other blocking read here waits less than that (the relay 2 s, tail 2 s).
 
     With sentinels, `url` still gives the database, user and password of the primary; its
     host and port are ignored."""
