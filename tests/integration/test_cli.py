@@ -90,6 +90,25 @@ def test_replay_rejected_takes_a_kept_callback_in_again(cli: CliRunner, redis: R
     assert again.output.strip() == "duplicate"
 
 
+def test_replay_rejected_needs_a_secret_to_verify_with(
+    cli: CliRunner, redis: Redis, monkeypatch: pytest.MonkeyPatch
+):
+    # A shell without the service's secret: in development that would store unverified.
+    monkeypatch.delenv("AGORA_CALLBACK_SECRETS")
+    monkeypatch.setenv("APP_ENV", "development")
+    raw = json.dumps(load_example("40_")).encode()
+    entry = CallbackStore(redis).record_rejected(Rejection(
+        reason="signature_missing", status=401, message="", received_ms=1, remote_addr=None,
+        body=raw, body_truncated=False, headers={},
+    ))  # fmt: skip
+
+    result = cli.invoke(main, ["replay-rejected", entry])
+
+    assert result.exit_code == 1
+    assert "AGORA_CALLBACK_SECRETS" in result.output
+    assert CallbackStore(redis).session(SID) is None
+
+
 def test_tail_follows_a_session_through_a_quiet_spell(settings: Settings, redis: Redis):
     # A real process, as an operator runs it: redis-py's socket timeout is 5 s, and tail
     # used to wait on the stream that long, so the first quiet spell ended it.

