@@ -2,54 +2,95 @@
 
 import errno
 import os
+import shutil
 import socket
+import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
-from webhook.config import Settings
+from webhook.config import Settings, integer_setting
+from webhook.errors import ConfigError
 from webhook.logconfig import logging_config
 
-bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT') or '8000'}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+env = os.environ
+
+
+def _refuse(err: ConfigError) -> NoReturn:
+    """A configuration error: one line and exit status 2, as the worker does (systemd's
+    RestartPreventExitStatus=2 then stops retrying), not gunicorn's traceback."""
+    print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
+    raise SystemExit(2)  # gunicorn prints a traceback for any other exception
+
+
+def _whole(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    try:
+        return integer_setting(env, name, default, minimum=minimum)
+    except ConfigError as err:
+        _refuse(err)
+
+
+bind = env.get("GUNICORN_BIND") or f"0.0.0.0:{env.get('PORT') or '8000'}"
+workers = _whole(env, "WEB_CONCURRENCY", 2)
 # Threads let one process overlap a Redis round trip with the next request and keep
 # connections alive, as Agora recommends (KeepAliveTimeout >= 10 s).
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "15"))
+worker_class = env.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = _whole(env, "GUNICORN_THREADS", 4)
+keepalive = _whole(env, "GUNICORN_KEEPALIVE", 15, minimum=0)
 # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections
 # over them. On one shared socket, whichever worker wakes first accepts: with a few
 # long-lived keep-alive connections (Agora's, or a load balancer's) one worker often got
 # them all while the other idled, at under half the throughput (make bench saw 16 of 16).
-reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") != "0"
+reuse_port = env.get("GUNICORN_REUSE_PORT", "1") != "0"
 # Agora gives up on an answer after 10 s; a request still running at 30 s is stuck.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+timeout = _whole(env, "GUNICORN_TIMEOUT", 30)
+graceful_timeout = _whole(env, "GUNICORN_GRACEFUL_TIMEOUT", 20)
 # Recycle workers now and then so a slow leak can never take the receiver down.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+max_requests = _whole(env, "GUNICORN_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = max_requests // 10
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+accesslog = env.get("GUNICORN_ACCESS_LOG") or None
 # gunicorn's control socket defaults to one path per user, which several instances on a
 # host (web + benchmarks + tests) would fight over; opt in with a path of your own.
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket = env.get("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
 # Parsed here too so a bad configuration stops gunicorn before any worker forks.
-_settings = Settings.from_env()
+try:
+    _settings = Settings.from_env()
+except ConfigError as err:
+    _refuse(err)
 logconfig_dict = logging_config(
     _settings.log_format, _settings.log_level, access_log=accesslog is not None
 )
 
 # Prometheus multiprocess mode: every worker writes its counters to files in one directory
-# that /metrics (served by any worker) adds up. Set before any worker imports the client.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agora-metrics-")
+# that /metrics (served by any worker) adds up. Without PROMETHEUS_MULTIPROC_DIR, one of our
+# own: made once the start is sure (on_starting, before any worker imports the client) and
+# removed on exit, so no start leaves a directory in /tmp behind.
+_OWN_METRICS_DIR = not env.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 def on_starting(server: object) -> None:
     if reuse_port:
         _refuse_a_port_in_use(bind)
+    if _OWN_METRICS_DIR:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agora-metrics-")
+        return
     # Counts from a previous run must not be added to this one's.
     for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
         stale.unlink()
+
+
+def when_ready(server: object) -> None:
+    if reuse_port:
+        # gunicorn's own "Listening at:" line is empty then: its master holds no socket.
+        server.log.info("Listening at: http://%s (each worker on its own socket)", bind)  # type: ignore[attr-defined]  # a gunicorn Arbiter
+
+
+def on_exit(server: object) -> None:
+    # Not after a USR2 upgrade: the new master works in the same directory.
+    if _OWN_METRICS_DIR and not getattr(server, "reexec_pid", 0):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def _refuse_a_port_in_use(address: str) -> None:

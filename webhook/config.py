@@ -54,7 +54,11 @@ def _seconds_or_off(
     return _seconds(env, name, 0)
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+def integer_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole-number variable (blank: the default); gunicorn's settings are read with it too.
+
+    Raises:
+        ConfigError: not a whole number, or below minimum."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -226,17 +230,17 @@ class Settings:
             redis_url=_redis_url(env, "REDIS_URL", DEFAULT_REDIS_URL),
             callback_secrets=secrets,
             environment=environment,  # type: ignore[arg-type]  # checked against the Literal above
-            max_body_bytes=_integer(env, "AGORA_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
+            max_body_bytes=integer_setting(env, "AGORA_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
             retention=_seconds(env, "AGORA_RETENTION_SECONDS", timedelta(days=30).total_seconds()),
             dedupe_window=dedupe_window,
             max_notify_age=max_notify_age,
             notify_clock_skew=skew,
-            rejected_max=_integer(env, "AGORA_REJECTED_MAX", 1000),
-            bad_signature_limit=_integer(env, "AGORA_BAD_SIGNATURE_LIMIT", 30, minimum=0),
+            rejected_max=integer_setting(env, "AGORA_REJECTED_MAX", 1000),
+            bad_signature_limit=integer_setting(env, "AGORA_BAD_SIGNATURE_LIMIT", 30, minimum=0),
             bad_signature_window=_seconds(env, "AGORA_BAD_SIGNATURE_WINDOW_SECONDS", 60),
             redis_timeout=_seconds(env, "AGORA_REDIS_TIMEOUT_SECONDS", 0.6),
             queue_name=env.get("AGORA_QUEUE", "").strip() or "agora",
-            proxy_hops=_integer(env, "AGORA_PROXY_HOPS", 0, minimum=0),
+            proxy_hops=integer_setting(env, "AGORA_PROXY_HOPS", 0, minimum=0),
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             log_level=log_level,
             log_callbacks=_choice(env, "LOG_CALLBACKS", ("notable", "all"), "notable"),  # type: ignore[arg-type]  # one of the Literal's values
@@ -258,7 +262,7 @@ class Settings:
             worker_class=_choice(env, "WORKER_CLASS", ("fork", "simple"), "simple"),  # type: ignore[arg-type]  # one of the Literal's values
             redis_sentinels=_sentinels(env),
             redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
-            store_min_replicas=_integer(env, "AGORA_STORE_MIN_REPLICAS", 0, minimum=0),
+            store_min_replicas=integer_setting(env, "AGORA_STORE_MIN_REPLICAS", 0, minimum=0),
             store_replica_timeout=_seconds(env, "AGORA_STORE_REPLICA_TIMEOUT_SECONDS", 0.5),
             store_cluster_url=_redis_url(env, "STORE_CLUSTER_URL", ""),
         )

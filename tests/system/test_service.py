@@ -137,14 +137,14 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
 
 @contextmanager
 def gunicorn_alone(
-    tmp_path: Path, port: int, name: str = "web"
+    tmp_path: Path, port: int, name: str = "web", extra_env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """gunicorn with deploy/gunicorn.conf.py and two workers on 127.0.0.1:port, no RQ worker."""
     redis_server = RedisServer(data_dir=tmp_path / f"redis-{name}").start()
     env = os.environ | {
         "REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
         "APP_ENV": "production", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2",
-    }  # fmt: skip
+    } | (extra_env or {})  # fmt: skip
     with (tmp_path / f"{name}.log").open("wb") as log:
         web = subprocess.Popen(
             GUNICORN,
@@ -191,6 +191,38 @@ def test_a_second_gunicorn_on_a_taken_port_refuses_to_start(tmp_path: Path) -> N
         assert f"127.0.0.1:{port} is already in use" in (tmp_path / "second.log").read_text()
         assert listening_sockets(port) == 2
         assert is_listening(f"http://127.0.0.1:{port}/healthz")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"AGORA_MAX_BODY_BYTES": "abc"}, {"GUNICORN_THREADS": "four"}, {"AGORA_CALLBACK_SECRETS": ""}],
+    ids=["a service setting", "a gunicorn setting", "no secret in production"],
+)
+def test_a_bad_setting_stops_gunicorn_with_one_line_and_status_2(
+    tmp_path: Path, setting: dict[str, str]
+) -> None:
+    with gunicorn_alone(tmp_path, free_port(), extra_env=setting) as web:
+        assert web.wait(timeout=30) == 2  # systemd's RestartPreventExitStatus=2
+    output = (tmp_path / "web.log").read_text()
+    assert "Traceback" not in output, output
+    assert output.startswith("configuration error: "), output
+    assert len(output.strip().splitlines()) == 1, output
+
+
+def test_gunicorn_leaves_no_metrics_directory_behind_and_says_where_it_listens(
+    tmp_path: Path,
+) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    temp_env = {"TMPDIR": str(tmp), "PROMETHEUS_MULTIPROC_DIR": ""}
+    with gunicorn_alone(tmp_path, port, "first", temp_env):
+        wait_for(lambda: listening_sockets(port) == 2, 20, "gunicorn to listen")
+        assert [p.name[:14] for p in tmp.iterdir()] == ["agora-metrics-"]
+        with gunicorn_alone(tmp_path, port, "refused", temp_env) as refused:
+            assert refused.wait(timeout=30) == 1  # the port is taken
+    assert list(tmp.iterdir()) == []
+    assert f"Listening at: http://127.0.0.1:{port}" in (tmp_path / "first.log").read_text()
 
 
 def test_gunicorn_restarts_at_once_on_a_port_its_last_run_served(tmp_path: Path) -> None:

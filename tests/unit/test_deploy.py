@@ -49,7 +49,7 @@ INSTALL_ROOT = "/opt/agora-webhook"
 # Variables of the interpreter and the OS, not the service's: an image may set them.
 RUNTIME_VARIABLE = re.compile(r"PATH|PYTHON[A-Z_]+|PIP_[A-Z_]+")
 # How the sources read a variable: env.get("X"), os.environ.get("X"), os.environ["X"],
-# os.getenv("X"), _integer(env, "X", ...) and friends, click's envvar="X".
+# os.getenv("X"), integer_setting(env, "X", ...) and friends, click's envvar="X".
 READS_VARIABLE = re.compile(
     r"""(?:env(?:iron)?\.get\(|environ\[|getenv\(|\(\s*env,\s*|envvar=)\s*["']([A-Z][A-Z0-9_]*)["']"""
 )
