@@ -57,6 +57,20 @@ class NotReplayableError(WebhookError):
     reason = "not_replayable"
 
 
+class ReplayRefusedError(WebhookError):
+    """A kept request the callback path refused again (its own reason in `errors`): not a
+    401 or 400 of the replay call itself, which an operator's client would take for its own."""
+
+    status = 422
+    reason = "replay_refused"
+
+    def __init__(self, refusal: WebhookError) -> None:
+        super().__init__(
+            f"the kept callback was refused again: {refusal.message}",
+            errors={"callback": {"status": refusal.status, "reason": refusal.reason}},
+        )
+
+
 class PayloadError(WebhookError):
     """The body is not a callback we can file under a session (not JSON, no ids)."""
 

@@ -102,7 +102,7 @@ def openapi_document() -> dict[str, Any]:
               operations={"post": {
                   "summary": "Take a refused callback in again", "security": BEARER,
                   "responses": {"200": _answer("stored or duplicate"),
-                                **_errors(400, 401, 404, 409, 503)}}})  # fmt: skip
+                                **_errors(401, 404, 409, 422, 503)}}})  # fmt: skip
     spec.path("/healthz", operations={"get": {"responses": {"200": _answer("up")}}})
     spec.path("/readyz", operations={"get": {"responses": {
         "200": _answer("ready"), "503": _answer("Redis unreachable")}}})  # fmt: skip

@@ -9,7 +9,13 @@ from __future__ import annotations
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
 
-from webhook.errors import NotFoundError, NotReplayableError
+from webhook.errors import (
+    NotFoundError,
+    NotReplayableError,
+    ReplayRefusedError,
+    StoreUnavailableError,
+    WebhookError,
+)
 from webhook.extensions import current_settings, current_store
 from webhook.intake import accept
 from webhook.schemas import REJECTED_QUERY_SCHEMA
@@ -37,14 +43,19 @@ def replay(entry_id: str) -> ResponseReturnValue:
         raise NotFoundError(f"no refused request {entry_id!r}")
     if kept.body_truncated:
         raise NotReplayableError("the kept body was truncated at the size limit")
-    _, result = accept(
-        current_settings(),
-        current_store(),
-        kept.body,
-        signature_v2=kept.headers.get(HEADER_V2),
-        signature_v1=kept.headers.get(HEADER_V1),
-        received_ms=now_ms(),
-    )
+    try:
+        _, result = accept(
+            current_settings(),
+            current_store(),
+            kept.body,
+            signature_v2=kept.headers.get(HEADER_V2),
+            signature_v1=kept.headers.get(HEADER_V1),
+            received_ms=now_ms(),
+        )
+    except StoreUnavailableError:
+        raise  # the replay call's own 503: try again
+    except WebhookError as err:
+        raise ReplayRefusedError(err) from None
     return {"id": entry_id, "result": "duplicate" if result.outcome != "stored" else "stored"}
 
 
