@@ -408,9 +408,12 @@ def worker_command() -> None:
 
 @main.command("serve")
 def serve_command() -> None:
-    """Run the web app under gunicorn with deploy/gunicorn.conf.py."""
-    os.chdir(PROJECT_ROOT)
+    """Run the web app under gunicorn with the service's gunicorn settings.
+
+    From the installed package alone (an image or a pip install has no checkout): the
+    settings module and the app factory, not deploy/ and wsgi.py."""
     os.execv(  # noqa: S606  # our own entry point
         sys.executable,
-        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "wsgi:app"],
-    )
+        [sys.executable, "-m", "gunicorn", "-c", "python:webhook.gunicorn_config",
+         "webhook.app:create_app()"],
+    )  # fmt: skip

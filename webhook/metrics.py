@@ -2,7 +2,7 @@
 
 Counters and histograms work under several gunicorn workers (and the RQ workers on the same
 host) through prometheus_client's multiprocess mode: set PROMETHEUS_MULTIPROC_DIR to an
-empty directory before any process starts (deploy/gunicorn.conf.py does it for the web).
+empty directory before any process starts (webhook/gunicorn_config.py does it for the web).
 Pipeline state (queue depth, failed jobs, open alerts, the oldest unreconciled session) is
 read from Redis when /metrics is scraped, so every replica reports the same truth.
 """

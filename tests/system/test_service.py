@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -191,6 +192,58 @@ def test_a_second_gunicorn_on_a_taken_port_refuses_to_start(tmp_path: Path) -> N
         assert f"127.0.0.1:{port} is already in use" in (tmp_path / "second.log").read_text()
         assert listening_sockets(port) == 2
         assert is_listening(f"http://127.0.0.1:{port}/healthz")
+
+
+@pytest.fixture(scope="module")
+def installed_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built as a wheel and installed into a directory of its own: what an
+    image or a `pip install` holds, with no checkout (no deploy/, no wsgi.py) beside it."""
+    work = tmp_path_factory.mktemp("installed")
+    source = work / "source"
+    for name in ("webhook", "workers", "simulator"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    (wheel,) = (work / "dist").glob("*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(work / "site"), str(wheel)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return work / "site"
+
+
+def test_serve_runs_from_the_installed_package_alone(
+    tmp_path: Path, installed_package: Path
+) -> None:
+    port = free_port()
+    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
+    env = os.environ | {
+        # Ahead of the checkout's editable install: the package comes from the wheel.
+        "PYTHONPATH": str(installed_package),
+        "REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
+        "APP_ENV": "production", "GUNICORN_BIND": f"127.0.0.1:{port}",
+    }  # fmt: skip
+    command = [sys.executable, "-c", "from webhook.cli import main; main()", "serve"]
+    with (tmp_path / "serve.log").open("wb") as log:
+        serve = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: is_listening(f"http://127.0.0.1:{port}/readyz"), 30, "serve")
+        body = json.dumps(load_example("40_")).encode()
+        status, answer = http_post(f"http://127.0.0.1:{port}/agora/callback", body)
+        assert (status, answer) == (200, {"result": "stored"})
+    finally:
+        code = stop(serve)
+        redis_server.stop()
+    output = (tmp_path / "serve.log").read_text()
+    assert code == 0, output
+    assert "Traceback" not in output, output
+    assert str(installed_package / "webhook") in subprocess.run(
+        [sys.executable, "-c", "import webhook; print(webhook.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
 
 
 @pytest.mark.parametrize(
