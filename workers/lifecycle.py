@@ -375,7 +375,9 @@ def alerts_for_event(
         return (AlertSpec(
             "download_failed",
             f"Agora could not download {sid}'s files from your storage for transcoding.",
-            {k: details.get(k) for k in ("vendor", "region", "bucket", "fileName")},
+            {**{k: details.get(k) for k in ("vendor", "region", "bucket")},
+             # The Chinese docs spell it filename (FACTS.md conflicts table).
+             "fileName": details.get("fileName", details.get("filename"))},
         ),)  # fmt: skip
     if event_type == EventType.SESSION_FAILOVER:
         return (AlertSpec(

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
-from tests.conftest import load_example
+from tests.conftest import load_example, varied
 from webhook.schemas import load_callback
 from webhook.store import CallbackStore, Rejection, SessionSummary, keys
 
@@ -66,6 +66,21 @@ class TestSummary:
         assert [f.file_name for f in found.files] == [
             f["fileName"] for f in backuped["payload"]["details"]["fileList"]
         ]
+
+    def test_an_empty_file_list_keeps_the_one_web_recording_gave(self, store: CallbackStore):
+        # Web mode: the files come with web_recorder_stopped (71); uploaded has none, maybe [].
+        stopped = varied(load_example("71_"), sid=SID, sequence=5, sendts=5_000)
+        uploaded = varied(load_example("31_"), sid=SID, sequence=6, sendts=6_000, notice_id="u")
+        uploaded["payload"]["details"]["fileList"] = []
+
+        record(store, stopped)
+        record(store, uploaded)
+
+        found = summary(store)
+        assert found.upload_status == "uploaded"
+        expected = [f["filename"] for f in stopped["payload"]["details"]["fileList"]]
+        assert expected
+        assert [f.file_name for f in found.files] == expected
 
     def test_a_failed_upload_status_is_reported(self, store: CallbackStore):
         record(store, event("31_", 22, 4_000, "n1", status=1))

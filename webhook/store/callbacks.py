@@ -152,7 +152,10 @@ def _errors_json(errors: Mapping[str, Any]) -> str | bytes:
 
 
 def _files_json(files: tuple[RecordedFile, ...] | None) -> str:
-    if files is None:
+    """The file list for the summary; "" when the event gives none. An empty list is none:
+    web mode's uploaded and backuped carry no file list (FACTS §3), and one sent as []
+    must not wipe the list web_recorder_stopped gave."""
+    if not files:
         return ""
     return orjson.dumps(
         [
@@ -258,7 +261,7 @@ class CallbackStore:
             upload_status or "",
             "" if upload_status is None or detail_status is None else int(detail_status == 0),
             _files_json(files),
-            callback.event_type if files is not None else "",
+            callback.event_type if files else "",
             sid,
         )
         session_keys = (

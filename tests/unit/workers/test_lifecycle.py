@@ -255,6 +255,11 @@ class TestEventAlerts:
         (alert,) = alerts_for_event(90, {"bucket": "b", "vendor": 1}, SID)
         assert alert.kind == "download_failed"
 
+    @pytest.mark.parametrize("key", ["fileName", "filename"])
+    def test_download_failed_names_the_files_in_either_spelling(self, key: str):
+        (alert,) = alerts_for_event(90, {"bucket": "b", key: "a.m3u8;a_1.ts"}, SID)
+        assert alert.evidence["fileName"] == "a.m3u8;a_1.ts"
+
     def test_a_progress_tick_raises_nothing(self):
         assert alerts_for_event(33, {"progress": 10}, SID) == ()
 
