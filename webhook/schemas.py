@@ -59,8 +59,8 @@ class _Strict(Schema):
 
 def _rename(data: Any, aliases: Mapping[str, str]) -> Any:
     """Accept both spellings Agora's sources use for one key (e.g. filename/fileName)."""
-    if not isinstance(data, dict):
-        return data
+    if not isinstance(data, dict) or not any(alias in data for alias in aliases):
+        return data  # the usual case, on every callback: no copy
     renamed = dict(data)
     for alias, key in aliases.items():
         if alias in renamed and key not in renamed:
@@ -345,6 +345,9 @@ DETAILS_SCHEMAS: Mapping[int, CompiledSchema[dict[str, Any]]] = {
 
 # --- envelope ---------------------------------------------------------------------------
 
+# The noticeId of callbacks in the format of RESTful API 1.2.0 and earlier.
+LEGACY_NOTICE_ID = "notificationId"
+
 
 class PayloadSchema(_Strict):
     cname = fields.String(required=True)
@@ -360,12 +363,15 @@ class PayloadSchema(_Strict):
 
 
 class CallbackSchema(_Strict):
-    """Agora's callback envelope; details are checked separately, by eventType."""
+    """Agora's callback envelope; details are checked separately, by eventType.
+
+    Also the legacy one (RESTful API 1.2.0 and earlier, FACTS §2.2): notificationId for
+    noticeId, no productId, sequence as a string (WholeNumber), eventMs and noticeLevel
+    (unknown fields, kept in the body)."""
 
     notice_id = fields.String(data_key="noticeId", required=True)
     product_id = WholeNumber(
         data_key="productId",
-        required=True,
         validate=validate.Equal(CLOUD_RECORDING_PRODUCT_ID, error="must be 3 (Cloud Recording)"),
     )
     event_type = WholeNumber(data_key="eventType", required=True, strict=True)
@@ -373,6 +379,10 @@ class CallbackSchema(_Strict):
     # Not in the cloud-recording docs but seen in real callbacks; payload.sid is the key.
     sid = fields.String()
     payload = fields.Nested(PayloadSchema, required=True)
+
+    @pre_load
+    def accept_the_legacy_notification_id(self, data: Any, **_: Any) -> Any:
+        return _rename(data, {LEGACY_NOTICE_ID: "noticeId"})
 
     @validates_schema
     def top_level_sid_matches_payload(self, data: dict[str, Any], **_: Any) -> None:
@@ -389,9 +399,12 @@ def _identity(doc: Any) -> tuple[str, int, str, Mapping[str, Any]]:
     if not isinstance(doc, dict):
         raise PayloadError("the body must be a JSON object")
     problems: dict[str, Any] = {}
-    notice_id = doc.get("noticeId")
+    notice_id = doc.get("noticeId", doc.get(LEGACY_NOTICE_ID))
     if not isinstance(notice_id, str) or not ID_PATTERN.fullmatch(notice_id):
-        problems["noticeId"] = ["required: a non-empty string of at most 256 printable characters"]
+        problems["noticeId"] = [
+            "required (or the legacy notificationId): a non-empty string of at most 256 "
+            "printable characters"
+        ]
     event_type = doc.get("eventType")
     if not isinstance(event_type, int) or isinstance(event_type, bool):
         problems["eventType"] = ["required: an integer"]
@@ -462,7 +475,7 @@ def load_callback(doc: Any) -> Callback:
             notice_id=notice_id,
             event_type=event_type,
             sid=sid,
-            product_id=envelope["product_id"],
+            product_id=envelope.get("product_id"),  # absent in the legacy format
             notify_ms=envelope["notify_ms"],
             cname=body["cname"],
             uid=body["uid"],

@@ -353,6 +353,46 @@ class TestValidation:
         assert summary.counts == {33: 1}
 
 
+def legacy(prefix: str, notification_id: str) -> dict[str, Any]:
+    """An example as RESTful API 1.2.0 and earlier sent it (FACTS §2.2): notificationId,
+    eventMs, no productId, sequence as a string, noticeLevel."""
+    body = load_example(prefix)
+    body.pop("noticeId")
+    body.pop("productId")
+    body.pop("sid")
+    payload = body["payload"]
+    payload.pop("serviceScene", None)
+    payload.update(sequence=str(payload["sequence"]), noticeLevel=2)
+    return {"notificationId": notification_id, "eventMs": payload["sendts"]} | body
+
+
+class TestLegacyFormat:
+    def test_a_legacy_callback_is_stored_valid_deduplicated_and_followed_up(
+        self, post_callback: PostCallback, client: FlaskClient, redis: Redis
+    ):
+        body = legacy("31_", "4eb720f0-8da7-11e9-a43e-53f411c2761f")
+        raw = json.dumps(body).encode()
+        v1_only = {HEADER_V1: sign(raw, SECRET, "sha1")}  # the legacy service signed SHA-1 only
+
+        first = post_callback(raw, secret=None, headers=v1_only)
+        again = post_callback(raw, secret=None, headers=v1_only)
+
+        assert (first.status_code, first.get_json()) == (200, {"result": "stored"})
+        assert again.get_json() == {"result": "duplicate"}
+        (event,) = store_of(client).events(SID)
+        assert (event.notice_id, event.sequence, event.errors) == (body["notificationId"], 23, {})
+        assert redis.zcard("agora:handoffs:pending") == 1
+
+    def test_neither_id_is_a_400_naming_both(self, post_callback: PostCallback):
+        body = legacy("40_", "x")
+        body.pop("notificationId")
+
+        response = post_callback(body)
+
+        assert response.status_code == 400
+        assert "notificationId" in response.get_json()["errors"]["noticeId"][0]
+
+
 class TestHandoff:
     def test_an_upload_event_is_handed_off_with_its_write_and_the_relay_makes_one_job(
         self, post_callback: PostCallback, redis: Redis, settings: Settings, run_jobs: Any
