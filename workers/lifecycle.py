@@ -133,6 +133,9 @@ def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verif
     return "unknown"
 
 
+# uploading_progress when everything recorded has been uploaded (FACTS §3, event 33).
+UPLOAD_COMPLETE = 10000
+
 MAX_RECHECK = timedelta(hours=1)
 
 
@@ -242,13 +245,23 @@ def assess(
         if upload_status(facts, summary) is not None:
             resolved.append("upload_status_unknown")
         elif now_ms >= deadline:
+            progress = summary.upload_progress if summary else None
+            # Progress 10000 says every file was uploaded, not where: to your storage, or
+            # to Agora's backup (whose backuped notification may be the one lost), so it
+            # changes what the alert says, not whether it is raised.
+            complete = (
+                " uploading_progress reached 10000, so Agora's uploader sent every file, but "
+                "nothing says whether to your storage or to Agora's backup: check your storage."
+                if progress == UPLOAD_COMPLETE else ""
+            )  # fmt: skip
             raised.append(AlertSpec(
                 "upload_status_unknown",
                 f"Stop of {facts.sid} ({cname}) answered {stop.http_status} "
                 f"(uploadingStatus {stop.uploading_status or 'absent'}) and neither uploaded "
-                f"nor backuped arrived within {int(deadlines.upload_status.total_seconds())} s.",
+                f"nor backuped arrived within {int(deadlines.upload_status.total_seconds())} s."
+                + complete,
                 {"http_status": stop.http_status, "code": stop.code,
-                 "uploading_status": stop.uploading_status},
+                 "uploading_status": stop.uploading_status, "upload_progress": progress},
             ))  # fmt: skip
         else:
             at_deadline(deadline)

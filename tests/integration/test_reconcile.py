@@ -324,6 +324,22 @@ class TestOtherRules:
         reconcile(ctx, SID, stopped_at + 6 * MIN)
         assert open_kinds(ctx) == set()
 
+    def test_an_upload_progress_at_10000_is_named_in_the_alert_but_does_not_clear_it(
+        self,
+        ctx: WorkerContext,
+        s3_bucket: str,
+    ):
+        # Every file uploaded, but whether to the bucket or to Agora's backup nobody said.
+        stopped_at = stopped_not_completed(ctx, s3_bucket)
+        deliver(ctx, "33_", 30, stopped_at + MIN, progress=10000)
+
+        reconcile(ctx, SID, stopped_at + 5 * MIN)
+
+        (alert,) = ctx.alerts.for_session(SID)
+        assert (alert.kind, alert.severity) == ("upload_status_unknown", "critical")
+        assert alert.evidence["upload_progress"] == 10000
+        assert "reached 10000" in alert.message
+
     def test_the_answer_to_a_retried_stop_settles_a_206_and_starts_the_backup_check(
         self,
         ctx: WorkerContext,
