@@ -516,6 +516,9 @@ class PlaylistChoice:
     size_bytes: int
     copies: tuple[str, ...]  # every candidate found: unsuffixed first, then copies by index
     segment_count: int
+    # Ends with #EXT-X-ENDLIST, as a finished recording's playlist does (Agora's examples);
+    # without it, a snapshot uploaded during the recording.
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -533,6 +536,7 @@ class VerificationResult:
     problem: Problem | None = None
     playlists: tuple[PlaylistChoice, ...] = ()
     empty_playlists: tuple[str, ...] = ()  # keys of playlists listing no segment (or unparseable)
+    unfinished_playlists: tuple[str, ...] = ()  # keys of playlists without #EXT-X-ENDLIST
 
     @classmethod
     def unchecked(cls, problem: Problem, reason: str) -> VerificationResult:
@@ -569,20 +573,30 @@ class _Check:
         self.missing: list[str] = []
         self.playlists: list[PlaylistChoice] = []
         self.empty_playlists: list[str] = []
+        self.unfinished_playlists: list[str] = []
 
     def result(self, error: _StorageProblemError | None = None) -> VerificationResult:
         reason = error.reason if error is not None else None
         if reason is None and self.empty_playlists:
             # Nothing is missing, yet nothing proves the recording is there: say why.
             reason = f"playlists list no segment: {', '.join(self.empty_playlists)}"
+        if reason is None and self.unfinished_playlists:
+            reason = (
+                "playlists without #EXT-X-ENDLIST, snapshots uploaded during the recording "
+                f"(the finished ones are not there yet): {', '.join(self.unfinished_playlists)}"
+            )
         return VerificationResult(
-            verified=error is None and not self.missing and not self.empty_playlists,
+            verified=error is None
+            and not self.missing
+            and not self.empty_playlists
+            and not self.unfinished_playlists,
             checked=tuple(self.checked),
             missing=tuple(self.missing),
             reason=reason,
             problem=error.problem if error is not None else None,
             playlists=tuple(self.playlists),
             empty_playlists=tuple(self.empty_playlists),
+            unfinished_playlists=tuple(self.unfinished_playlists),
         )
 
     def bucket(self) -> None:
@@ -630,7 +644,7 @@ class _Check:
             self.missing.append(chosen)
             return
         self.checked.append(chosen)
-        segment_keys = _segment_keys(body, chosen, self._bucket)
+        segment_keys, finished = _read_playlist(body, chosen, self._bucket)
         self.playlists.append(
             PlaylistChoice(
                 file_name=file_name,
@@ -638,10 +652,16 @@ class _Check:
                 size_bytes=sizes[chosen],
                 copies=tuple(candidates),
                 segment_count=len(segment_keys),
+                finished=finished,
             )
         )
         if not segment_keys:
             self.empty_playlists.append(chosen)
+        elif not finished:
+            # Agora uploads the playlist again and again while it records (the backup copies'
+            # index counts those snapshots): an old one in the bucket, its segments all there,
+            # would pass for a recording whose end went to Agora's backup.
+            self.unfinished_playlists.append(chosen)
         for segment_key in segment_keys:
             self.object(segment_key)
 
@@ -697,13 +717,14 @@ class _Check:
             ) from None
 
 
-def _segment_keys(text: str, playlist_key: str, bucket: str) -> tuple[str, ...]:
-    """Object keys of every segment (and init section) a playlist lists, in order, once each."""
+def _read_playlist(text: str, playlist_key: str, bucket: str) -> tuple[tuple[str, ...], bool]:
+    """Object keys of every segment (and init section) a playlist lists, in order, once each,
+    and whether it is finished (#EXT-X-ENDLIST)."""
     try:
         playlist = m3u8.loads(text)
     except (ValueError, m3u8.ParseError):
         # A half-copied playlist can carry a cut EXTINF line; it verifies nothing.
-        return ()
+        return (), False
     directory = posixpath.dirname(playlist_key)
     uris = [
         uri
@@ -711,7 +732,8 @@ def _segment_keys(text: str, playlist_key: str, bucket: str) -> tuple[str, ...]:
         for uri in (getattr(segment.init_section, "uri", None), segment.uri)
         if uri
     ]
-    return tuple(dict.fromkeys(_segment_key(uri, directory, bucket) for uri in uris))
+    keys = tuple(dict.fromkeys(_segment_key(uri, directory, bucket) for uri in uris))
+    return keys, bool(playlist.is_endlist)
 
 
 def _segment_key(uri: str, directory: str, bucket: str) -> str:

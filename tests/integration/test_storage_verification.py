@@ -41,8 +41,9 @@ def segment_names(stem: str, count: int, first: int = 0) -> list[str]:
     return names
 
 
-def playlist_text(segments: Sequence[str]) -> str:
-    """A finished HLS media playlist, with Agora's own tag, listing `segments`."""
+def playlist_text(segments: Sequence[str], *, finished: bool = True) -> str:
+    """An HLS media playlist, with Agora's own tag, listing `segments`: finished
+    (#EXT-X-ENDLIST), or a snapshot Agora uploads while it still records."""
     lines = [
         "#EXTM3U",
         "#EXT-X-VERSION:3",
@@ -53,7 +54,8 @@ def playlist_text(segments: Sequence[str]) -> str:
     ]
     for number, segment in enumerate(segments):
         lines += [f"#EXTINF:{15.0 + number % 3 * 0.016:.3f}", segment]
-    lines.append("#EXT-X-ENDLIST")
+    if finished:
+        lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
 
@@ -285,6 +287,42 @@ class TestBackupCopies:
         assert_verified(result)
         assert result.playlists[0].key == f"{AUDIO}.m3u8"
         assert result.playlists[0].size_bytes == len(playlist_text(segments))
+
+    def test_a_snapshot_from_during_the_recording_is_not_taken_for_the_recording(
+        self, verifier: StorageVerifier, location: StorageLocation, bucket: Bucket
+    ):
+        # The last upload of the playlist failed and went to Agora's backup: the bucket
+        # holds an earlier snapshot, whose every segment is there.
+        segments = segment_names(AUDIO, 4)
+        bucket.put(f"{AUDIO}.m3u8", playlist_text(segments[:2], finished=False))
+        for segment in segments[:2]:
+            bucket.put(segment)
+
+        result = verifier.verify(location, [f"{AUDIO}.m3u8"])
+
+        assert not result.verified
+        assert result.missing == ()
+        assert result.unfinished_playlists == (f"{AUDIO}.m3u8",)
+        assert result.playlists[0].finished is False
+        assert result.reason is not None
+        assert "#EXT-X-ENDLIST" in result.reason
+
+    def test_the_finished_copy_from_the_backup_verifies_it(
+        self, verifier: StorageVerifier, location: StorageLocation, bucket: Bucket
+    ):
+        segments = segment_names(AUDIO, 4)
+        bucket.put(f"{AUDIO}.m3u8", playlist_text(segments[:2], finished=False))
+        bucket.put(f"{AUDIO}_{TICK}_3.m3u8", playlist_text(segments))
+        for segment in segments:
+            bucket.put(segment)
+
+        result = verifier.verify(location, [f"{AUDIO}.m3u8"])
+
+        assert_verified(result)
+        assert (result.playlists[0].key, result.playlists[0].finished) == (
+            f"{AUDIO}_{TICK}_3.m3u8",
+            True,
+        )
 
     def test_composite_segments_sharing_the_playlist_stem_are_not_taken_for_copies(
         self, verifier: StorageVerifier, location: StorageLocation, bucket: Bucket
