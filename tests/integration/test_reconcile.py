@@ -527,6 +527,26 @@ def test_alerts_expire_with_the_retention(ctx: WorkerContext, s3_bucket: str):
     assert 0 < ctx.redis.ttl(keys.session_alerts(SID)) <= retention_s
 
 
+def test_every_write_of_an_alert_keeps_its_session_s_list_as_long_as_the_alert(
+    ctx: WorkerContext,
+):
+    # A session's list of alert kinds expiring before its alert (it got its TTL only when
+    # the alert opened) hid an open alert from the session's pages.
+    alerts = ctx.alerts
+    alert, _ = alerts.raise_alert(sid=SID, cname="class1024", kind="stale_session",
+                                  message="silent", evidence={}, now_ms=T0)  # fmt: skip
+    writes = [
+        lambda: alerts.raise_alert(sid=SID, cname="class1024", kind="stale_session",
+                                   message="still silent", evidence={}, now_ms=T0 + MIN),
+        lambda: alerts.acknowledge(alert.id, now_ms=T0 + 2 * MIN),
+        lambda: alerts.resolve(SID, "stale_session", now_ms=T0 + 3 * MIN, note="cleared"),
+    ]  # fmt: skip
+    for write in writes:
+        ctx.redis.expire(keys.session_alerts(SID), 10)  # as if it opened long ago
+        write()
+        assert ctx.redis.ttl(keys.session_alerts(SID)) >= ctx.redis.ttl(keys.alert(alert.id)) > 10
+
+
 def test_one_broken_session_does_not_stop_the_sweep(ctx: WorkerContext, s3_bucket: str):
     ctx.recordings.record_start(SID, start(s3_bucket))
     ctx.recordings.record_start("broken-session", start(s3_bucket))

@@ -80,13 +80,12 @@ class AlertStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         if transition:
-            self._index(pipe, identifier, "open", now_ms)
             pipe.sadd(keys.session_alerts(sid), kind)
-            pipe.expire(keys.session_alerts(sid), self.retention)
+            self._index(pipe, sid, identifier, "open", now_ms)
         else:
             assert current is not None  # noqa: S101  # narrowed by the branch above
             pipe.zadd(keys.alerts_by_state(current.state), {identifier: now_ms})
-            pipe.expire(keys.alert(identifier), self.retention)
+            self._keep(pipe, sid, identifier)
         pipe.execute()
         alert = self.get(identifier)
         assert alert is not None  # noqa: S101  # just written in one transaction
@@ -107,7 +106,7 @@ class AlertStore:
                      "resolution": note,
                      "unannounced": " ".join((*current.unannounced, "resolved"))},
         )  # fmt: skip
-        self._index(pipe, identifier, "resolved", now_ms)
+        self._index(pipe, sid, identifier, "resolved", now_ms)
         pipe.execute()
         alert = self.get(identifier)
         assert alert is not None  # noqa: S101  # just written
@@ -128,11 +127,13 @@ class AlertStore:
             keys.alert(identifier),
             mapping={"state": "acknowledged", "acknowledged_ms": now_ms, "updated_ms": now_ms},
         )
-        self._index(pipe, identifier, "acknowledged", now_ms)
+        self._index(pipe, current.sid, identifier, "acknowledged", now_ms)
         pipe.execute()
         return self.get(identifier)
 
-    def _index(self, pipe: Pipeline, identifier: str, state: AlertState, now_ms: int) -> None:
+    def _index(
+        self, pipe: Pipeline, sid: str, identifier: str, state: AlertState, now_ms: int
+    ) -> None:
         oldest = now_ms - int(self.retention.total_seconds() * 1000)
         for other in STATES:
             if other != state:
@@ -140,7 +141,13 @@ class AlertStore:
             # Alert hashes expire; their index entries go with the same age.
             pipe.zremrangebyscore(keys.alerts_by_state(other), "-inf", f"({oldest}")
         pipe.zadd(keys.alerts_by_state(state), {identifier: now_ms})
+        self._keep(pipe, sid, identifier)
+
+    def _keep(self, pipe: Pipeline, sid: str, identifier: str) -> None:
+        """Every write of an alert keeps it, and its session's set of kinds, for the
+        retention: a set that expired first hid an open alert from the session's pages."""
         pipe.expire(keys.alert(identifier), self.retention)
+        pipe.expire(keys.session_alerts(sid), self.retention)
 
     def prune(self, now_ms: int) -> int:
         """Apply the retention to the state indexes now (alerts themselves expire)."""

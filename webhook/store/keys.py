@@ -9,7 +9,7 @@ from __future__ import annotations
 import zlib
 
 PREFIX = "agora"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 # On Redis Cluster the store's global keys (indexes, counters, pending hand-offs, the
