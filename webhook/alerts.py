@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Severity = Literal["critical", "warning", "info"]
@@ -52,6 +52,26 @@ class Alert:
     resolved_ms: int | None = None
     # Transitions whose deliveries are not queued yet, oldest first (AlertStore).
     unannounced: tuple[Transition, ...] = ()
+
+    def as_of(self, transition: Transition) -> Alert:
+        """The alert as it stood when that transition happened: what a delivery of it says,
+        however the alert has moved since (acknowledged, or resolved before a raised
+        transition was announced)."""
+        if transition == "resolved":
+            return self
+        return replace(self, state="open", updated_ms=self.raised_ms,
+                       acknowledged_ms=None, resolved_ms=None)  # fmt: skip
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> Alert:
+        """The inverse of as_document()."""
+        return cls(
+            id=document["id"], sid=document["sid"], cname=document["cname"],
+            kind=document["kind"], severity=document["severity"], message=document["message"],
+            state=document["state"], raised_ms=document["raised_ms"],
+            updated_ms=document["updated_ms"], evidence=document["evidence"],
+            acknowledged_ms=document["acknowledged_ms"], resolved_ms=document["resolved_ms"],
+        )  # fmt: skip
 
     def as_document(self) -> dict[str, Any]:
         """The JSON form sinks and the API send."""

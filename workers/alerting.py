@@ -192,8 +192,8 @@ def build_slack_message(alert: Alert, transition: Transition) -> dict[str, Any]:
     """The incoming-webhook payload: `text` for notifications, `blocks` for the channel."""
     emoji = _SEVERITY_EMOJI.get(alert.severity, "❔")
     title = f"{emoji} *{alert.severity.capitalize()}: {_escape(alert.kind)}*"
-    message = _escape(_clip(alert.message, _MAX_MESSAGE_CHARS))
-    cname = "—" if alert.cname is None else f"`{_escape(_clip(alert.cname, _MAX_FIELD_CHARS))}`"
+    message = _escaped(alert.message, _MAX_MESSAGE_CHARS)
+    cname = "—" if alert.cname is None else f"`{_escaped(alert.cname, _MAX_FIELD_CHARS)}`"
     blocks: list[dict[str, Any]] = []
     if transition == "resolved":
         resolved = f"✅ *Resolved* at {_iso_utc(_transition_ms(alert, transition))}"
@@ -206,7 +206,7 @@ def build_slack_message(alert: Alert, transition: Transition) -> dict[str, Any]:
         {
             "type": "section",
             "fields": [
-                _mrkdwn(f"*Session*\n`{_escape(_clip(alert.sid, _MAX_FIELD_CHARS))}`"),
+                _mrkdwn(f"*Session*\n`{_escaped(alert.sid, _MAX_FIELD_CHARS)}`"),
                 _mrkdwn(f"*Channel*\n{cname}"),
             ],
         },
@@ -217,7 +217,7 @@ def build_slack_message(alert: Alert, transition: Transition) -> dict[str, Any]:
             ],
         },
     ]
-    return {"text": _escape(_clip(text, _MAX_MESSAGE_CHARS)), "blocks": blocks}
+    return {"text": _escaped(text, _MAX_MESSAGE_CHARS), "blocks": blocks}
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -234,8 +234,18 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _escaped(text: str, limit: int) -> str:
+    """Escaped, then clipped to `limit` characters: Slack counts the escaped text (clipped
+    first, "&" and "<" grew past its 3000, and Slack refused the alert), and never
+    inside an entity."""
+    escaped = _escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    cut = escaped[: limit - 1]
+    entity = cut.rfind("&")
+    if entity != -1 and ";" not in cut[entity:]:
+        cut = cut[:entity]
+    return cut + "…"
 
 
 def _transition_ms(alert: Alert, transition: Transition) -> int:

@@ -10,6 +10,7 @@ from webhook.events import EventType, is_console_test
 from webhook.store import now_ms
 from workers.context import WorkerContext, current_context
 from workers.lifecycle import alerts_for_event
+from workers.notify import announce_pending
 from workers.reconcile import reconcile
 from workers.session_lock import session_lock
 
@@ -41,6 +42,8 @@ def follow_up_callback(
         logger.info("console test callback: no follow-up", extra={"sid": sid})
     else:
         details = payload.get("details")
+        # A transition a dead worker left unannounced goes out before a raise replaces it.
+        announce_pending(ctx, sid)
         for spec in alerts_for_event(event.event_type, details or {}, sid):
             if _already_raised_by(ctx, sid, spec.kind, notice_id):
                 # RQ re-runs a job whose worker died, even after its last step: the same

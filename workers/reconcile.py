@@ -31,7 +31,7 @@ from workers.lifecycle import (
     needs_storage_check,
     upload_status,
 )
-from workers.notify import announce
+from workers.notify import announce_pending
 from workers.session_lock import SessionBusyError, session_lock
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,12 @@ def query_status(agora: AgoraClient, facts: RecordingFacts) -> tuple[int, bool]:
 def apply(
     ctx: WorkerContext, sid: str, assessment: Assessment, now: int, cname: str | None
 ) -> None:
+    # What a dead worker left unannounced goes out before anything here changes it.
+    announce_pending(ctx, sid)
     if ctx.recordings.set_state(sid, assessment.state, now):
         logger.info("session state", extra={"sid": sid, "state": assessment.state})
     for spec in assessment.raise_alerts:
-        alert, transition = ctx.alerts.raise_alert(
+        _, transition = ctx.alerts.raise_alert(
             sid=sid, cname=cname, kind=spec.kind, message=spec.message,
             evidence=spec.evidence, now_ms=now,
         )  # fmt: skip
@@ -125,14 +127,9 @@ def apply(
     for kind in assessment.resolve_kinds:
         if ctx.alerts.resolve(sid, kind, now_ms=now, note=f"cleared: {assessment.state}"):
             ctx.counters.count("alert_resolved", kind)
-    # Every transition not yet announced, including one whose worker died between writing
-    # it and queueing its deliveries: delivery job ids are deterministic, so announcing
-    # twice queues nothing twice.
-    for alert in ctx.alerts.for_session(sid):
-        for transition in alert.unannounced:
-            announce(ctx, alert, transition)
-        if alert.unannounced:
-            ctx.alerts.mark_announced(alert.id, alert.unannounced)
+    # Every transition not yet announced, this run's included: delivery job ids are
+    # deterministic, so announcing twice queues nothing twice.
+    announce_pending(ctx, sid)
     if assessment.next_due_ms is None:
         ctx.recordings.finish(sid)
         return

@@ -12,10 +12,19 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from redis import Redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
 from standardwebhooks import Webhook
 
 from webhook.alerts import Alert, alert_id
+from webhook.config import Settings
+from workers import notify
 from workers.alerting import DeliveryError, SlackSink, WebhookSink, deliver
+from workers.context import WorkerContext, build_context, configure
+from workers.lifecycle import AlertSpec, Assessment
+from workers.notify import announce_pending
+from workers.reconcile import apply
 
 SECRET = "whsec_" + base64.b64encode(b"integration-test-key-32-bytes!!!").decode()
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
@@ -213,3 +222,81 @@ def test_failures_never_reveal_the_secret_or_url_tokens(
     assert not [r for r in caplog.records if SECRET.removeprefix("whsec_") in r.getMessage()]
     ours = [r.getMessage() for r in caplog.records if r.name.startswith("workers")]
     assert not [m for m in ours if QUERY_TOKEN in m or SLACK_TOKEN in m]
+
+
+# --- deliveries through RQ: each transition as it stood, once ----------------------------
+
+KIND = "backup_not_uploaded"
+
+
+@pytest.fixture
+def ctx(
+    settings: Settings, redis: Redis, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[WorkerContext]:
+    """A worker's context whose only alert sink is the webhook on the receiver."""
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"{receiver.url}/hooks")
+    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("ALERT_SLACK_WEBHOOK_URL", raising=False)
+    notify.configured_sinks.cache_clear()
+    configure(settings)
+    yield build_context(settings, redis)
+    notify.configured_sinks.cache_clear()
+
+
+def raise_backup_alert(ctx: WorkerContext, at_ms: int) -> None:
+    ctx.alerts.raise_alert(sid=SID, cname="lesson-42", kind=KIND, message="not in the bucket",
+                           evidence={}, now_ms=at_ms)  # fmt: skip
+
+
+def webhooks_sent(ctx: WorkerContext, receiver: Receiver) -> list[tuple[str, str, int, str]]:
+    """Run the queued deliveries; (webhook-id, type, raised_ms, state) of each received."""
+    SimpleWorker([ctx.queue], connection=ctx.redis, serializer=JSONSerializer).work(burst=True)
+    sent = []
+    for request in receiver.requests:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        Webhook(SECRET).verify(request.body, headers)  # raises if it does not verify
+        body = json.loads(request.body)
+        data = body["data"]
+        sent.append((headers["webhook-id"], body["type"], data["raised_ms"], data["state"]))
+    return sent
+
+
+def test_a_delivery_that_runs_after_the_alert_was_raised_again_sends_its_own_episode(
+    ctx: WorkerContext, receiver: Receiver
+):
+    raise_backup_alert(ctx, RAISED_MS)
+    announce_pending(ctx, SID)
+    ctx.alerts.resolve(SID, KIND, now_ms=RAISED_MS + 60_000, note="cleared: verified")
+    announce_pending(ctx, SID)
+    # The resolution's delivery is still queued (a sink down, say) when the alert opens again.
+    raise_backup_alert(ctx, RAISED_MS + 120_000)
+    announce_pending(ctx, SID)
+
+    sent = webhooks_sent(ctx, receiver)
+
+    assert [what for _, *what in sent] == [
+        ["alert.raised", RAISED_MS, "open"],
+        ["alert.resolved", RAISED_MS, "resolved"],
+        ["alert.raised", RAISED_MS + 120_000, "open"],
+    ]
+    assert len({webhook_id for webhook_id, *_ in sent}) == 3
+
+
+def test_a_resolution_a_dead_worker_left_unannounced_goes_out_before_the_next_raise(
+    ctx: WorkerContext, receiver: Receiver
+):
+    raise_backup_alert(ctx, RAISED_MS)
+    announce_pending(ctx, SID)
+    ctx.alerts.resolve(SID, KIND, now_ms=RAISED_MS + 60_000, note="cleared: verified")
+    # ... and the worker died before announcing it. The next look raises the kind again.
+    spec = AlertSpec(KIND, "not in the bucket again", {})
+    apply(ctx, SID, Assessment(state="backuped", raise_alerts=(spec,)), RAISED_MS + 120_000,
+          cname="lesson-42")  # fmt: skip
+
+    sent = webhooks_sent(ctx, receiver)
+
+    assert [what for _, *what in sent] == [
+        ["alert.raised", RAISED_MS, "open"],
+        ["alert.resolved", RAISED_MS, "resolved"],
+        ["alert.raised", RAISED_MS + 120_000, "open"],
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import pytest
@@ -84,3 +85,28 @@ def test_a_bad_filter_is_400_naming_the_parameter(api: FlaskClient):
 
 def test_alerts_need_a_token(api: FlaskClient):
     assert api.get("/api/v1/alerts").status_code == 401
+
+
+def test_an_acknowledge_racing_a_resolve_never_brings_the_alert_back(redis: Redis):
+    # The web side's acknowledge and a worker's resolve share no lock: acknowledging after
+    # the worker had read "open" used to write "acknowledged" over its "resolved".
+    store = AlertStore(redis)
+    ids = []
+    for n in range(150):
+        alert, _ = store.raise_alert(sid=f"race-{n}", cname="room", kind="stale_session",
+                                     message="silent", evidence={}, now_ms=1_000)  # fmt: skip
+        ids.append(alert.id)
+
+    def acknowledge() -> None:
+        racing = AlertStore(Redis(connection_pool=redis.connection_pool))
+        for identifier in ids:
+            racing.acknowledge(identifier, now_ms=2_000)
+
+    operator = threading.Thread(target=acknowledge)
+    operator.start()
+    for n in range(150):
+        store.resolve(f"race-{n}", "stale_session", now_ms=2_000, note="cleared: recording")
+    operator.join()
+
+    assert {store.get(i).state for i in ids} == {"resolved"}  # type: ignore[union-attr]  # all raised above
+    assert redis.zcard("agora:alerts:acknowledged") == redis.zcard("agora:alerts:open") == 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -535,7 +535,7 @@ def test_every_write_of_an_alert_keeps_its_session_s_list_as_long_as_the_alert(
     alerts = ctx.alerts
     alert, _ = alerts.raise_alert(sid=SID, cname="class1024", kind="stale_session",
                                   message="silent", evidence={}, now_ms=T0)  # fmt: skip
-    writes = [
+    writes: list[Callable[[], object]] = [
         lambda: alerts.raise_alert(sid=SID, cname="class1024", kind="stale_session",
                                    message="still silent", evidence={}, now_ms=T0 + MIN),
         lambda: alerts.acknowledge(alert.id, now_ms=T0 + 2 * MIN),

@@ -52,41 +52,51 @@ class AlertStore:
         Returns the alert and "raised" when it was not active before (new or resolved)."""
         identifier = alert_id(sid, kind)
         key = keys.alert(identifier)
-        current = self.get(identifier)
-        fields: dict[Any, Any] = {  # redis-py types hset mappings narrowly
-            "message": message,
-            "evidence": orjson.dumps(evidence),
-            "updated_ms": now_ms,
-        }
-        transition: Transition | None = None
-        if current is None or current.state == "resolved":
-            transition = "raised"
-            fields |= {
-                "id": identifier,
-                "sid": sid,
-                "cname": cname or "",
-                "kind": kind,
-                "severity": severity or KINDS.get(kind, "warning"),
-                "state": "open",
-                "raised_ms": now_ms,
-                "acknowledged_ms": "",
-                "resolved_ms": "",
-                "resolution": "",
-                # Transitions whose deliveries are not queued yet, in order: a worker killed
-                # in between leaves them, and the next reconciliation announces them. (A
-                # new episode supersedes whatever the last one left unannounced.)
-                "unannounced": "raised",
+
+        def write(pipe: Pipeline) -> Transition | None:
+            # WATCHed: an operator's acknowledge between this read and the write (the web
+            # side holds no session lock) makes the transaction re-read, not misfile it.
+            found = cast(dict[bytes, bytes], pipe.hgetall(key))
+            current = _alert(found) if found else None
+            fields: dict[Any, Any] = {  # redis-py types hset mappings narrowly
+                "message": message,
+                "evidence": orjson.dumps(evidence),
+                "updated_ms": now_ms,
             }
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
-        if transition:
-            pipe.sadd(keys.session_alerts(sid), kind)
-            self._index(pipe, sid, identifier, "open", now_ms)
-        else:
-            assert current is not None  # noqa: S101  # narrowed by the branch above
-            pipe.zadd(keys.alerts_by_state(current.state), {identifier: now_ms})
-            self._keep(pipe, sid, identifier)
-        pipe.execute()
+            transition: Transition | None = None
+            if current is None or current.state == "resolved":
+                transition = "raised"
+                fields |= {
+                    "id": identifier,
+                    "sid": sid,
+                    "cname": cname or "",
+                    "kind": kind,
+                    "severity": severity or KINDS.get(kind, "warning"),
+                    "state": "open",
+                    "raised_ms": now_ms,
+                    "acknowledged_ms": "",
+                    "resolved_ms": "",
+                    "resolution": "",
+                    # Transitions whose deliveries are not queued yet, in order: a worker
+                    # killed in between leaves them, and the next reconciliation announces
+                    # them, before it raises anything (workers.notify.announce_pending).
+                    "unannounced": "raised",
+                }
+            pipe.multi()
+            pipe.hset(key, mapping=fields)
+            if transition:
+                pipe.sadd(keys.session_alerts(sid), kind)
+                self._index(pipe, sid, identifier, "open", now_ms)
+            else:
+                assert current is not None  # noqa: S101  # narrowed by the branch above
+                pipe.zadd(keys.alerts_by_state(current.state), {identifier: now_ms})
+                self._keep(pipe, sid, identifier)
+            return transition
+
+        transition = cast(
+            Transition | None,
+            self.redis.transaction(write, key, value_from_callable=True),  # type: ignore[arg-type]  # redis-py types it as returning None even with value_from_callable
+        )
         alert = self.get(identifier)
         assert alert is not None  # noqa: S101  # just written in one transaction
         return alert, transition
@@ -119,16 +129,24 @@ class AlertStore:
 
     def acknowledge(self, identifier: str, *, now_ms: int) -> Alert | None:
         """An operator has seen it; still active until its condition clears."""
-        current = self.get(identifier)
-        if current is None or current.state != "open":
-            return current
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            keys.alert(identifier),
-            mapping={"state": "acknowledged", "acknowledged_ms": now_ms, "updated_ms": now_ms},
-        )
-        self._index(pipe, current.sid, identifier, "acknowledged", now_ms)
-        pipe.execute()
+        key = keys.alert(identifier)
+
+        def write(pipe: Pipeline) -> None:
+            # WATCHed: a worker resolving it between this read and the write makes the
+            # transaction re-read and leave it resolved (the web side holds no session
+            # lock); acknowledging it anyway brought a resolved alert back.
+            found = cast(dict[bytes, bytes], pipe.hgetall(key))
+            current = _alert(found) if found else None
+            if current is None or current.state != "open":
+                return
+            pipe.multi()
+            pipe.hset(
+                key, mapping={"state": "acknowledged", "acknowledged_ms": now_ms,
+                              "updated_ms": now_ms},
+            )  # fmt: skip
+            self._index(pipe, current.sid, identifier, "acknowledged", now_ms)
+
+        self.redis.transaction(write, key)
         return self.get(identifier)
 
     def _index(

@@ -105,4 +105,5 @@ def csrf_token() -> str:
 def check_csrf(presented: str | None) -> bool:
     """Forms that change something carry the session's CSRF token."""
     expected = csrf_token()
-    return bool(expected) and hmac.compare_digest(expected, presented or "")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500, not a 400).
+    return bool(expected) and hmac.compare_digest(expected.encode(), (presented or "").encode())

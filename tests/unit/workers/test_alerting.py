@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -190,6 +191,28 @@ def test_slack_escapes_mentions_in_agora_supplied_text() -> None:
 
     assert "<!channel>" not in texts
     assert "`&lt;!channel&gt; &amp; co`" in texts
+
+
+def test_slack_texts_stay_within_slack_s_limits_once_escaped() -> None:
+    # Agora's errorMsg reaches the message as it came; each & < > grows when escaped.
+    hostile = dataclasses.replace(ALERT, message="a&b<c>" * 400, cname="<&>" * 300)
+
+    message = build_slack_message(hostile, "raised")
+
+    sections = [b["text"]["text"] for b in message["blocks"] if "text" in b]
+    fields = [f["text"] for b in message["blocks"] for f in b.get("fields", [])]
+    assert max(len(t) for t in sections) <= 3000  # Slack refuses a longer section
+    assert max(len(t) for t in fields) <= 2000
+    for text in (*sections, *fields):
+        assert not re.search(r"&(?!amp;|lt;|gt;)", text), "an entity cut in half"
+
+
+def test_an_alert_as_of_its_raise_is_open_whatever_happened_since() -> None:
+    later = dataclasses.replace(RESOLVED, acknowledged_ms=RAISED_MS + 1_000)
+
+    assert later.as_of("raised") == dataclasses.replace(ALERT, acknowledged_ms=None)
+    assert later.as_of("resolved") == later
+    assert Alert.from_document(later.as_document()) == later
 
 
 def test_slack_without_a_channel_name_shows_a_dash() -> None:
