@@ -47,6 +47,11 @@ STORE_SECONDS = Histogram(
 )  # fmt: skip
 
 
+# agora_open_alerts reads the alerts themselves, for their kind and severity: at most this
+# many per state and scrape (agora_alerts is an exact count of every state).
+OPEN_ALERTS_READ = 10_000
+
+
 class PipelineCollector(Collector):
     """Gauges read from Redis at scrape time."""
 
@@ -93,14 +98,21 @@ class PipelineCollector(Collector):
         oldest = _lowest_score(self.redis, scheduled.key)
         lag.add_metric([], max(0.0, now_ms() / 1000 - oldest) if oldest is not None else 0)
         yield lag
+        by_state = GaugeMetricFamily(
+            "agora_alerts", "Alerts by state, exactly (kept for the retention)", labels=["state"]
+        )
+        for state, count in self.alerts.count_by_state().items():
+            by_state.add_metric([state], count)
+        yield by_state
         open_alerts = GaugeMetricFamily(
             "agora_open_alerts",
-            "Alerts not resolved, by kind and severity",
+            f"Alerts not resolved, by kind and severity (the newest {OPEN_ALERTS_READ} per "
+            "state; agora_alerts counts them all)",
             labels=["kind", "severity"],
         )
         counts: dict[tuple[str, str], int] = {}
         for state in ("open", "acknowledged"):
-            for alert in self.alerts.in_state(state, limit=10_000):
+            for alert in self.alerts.in_state(state, limit=OPEN_ALERTS_READ):
                 key = (alert.kind, alert.severity)
                 counts[key] = counts.get(key, 0) + 1
         for (kind, severity), count in sorted(counts.items()):

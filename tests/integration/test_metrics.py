@@ -55,6 +55,8 @@ def test_callbacks_refusals_and_pipeline_state_are_counted(
     assert value(after, "agora_handoffs_waiting") == 2  # stored, and resent while pending
     assert value(after, "agora_queue_depth") == 0
     assert value(after, "agora_open_alerts", kind="backup_not_uploaded", severity="critical") == 1
+    assert value(after, "agora_alerts", state="open") == 1
+    assert value(after, "agora_alerts", state="resolved") == 0
     assert value(after, "agora_redis_up") == 1
 
 

@@ -183,6 +183,13 @@ class AlertStore:
         kinds = cast(set[bytes], self.redis.smembers(keys.session_alerts(sid)))
         return self._many([alert_id(sid, kind.decode()) for kind in sorted(kinds)])
 
+    def count_by_state(self) -> dict[AlertState, int]:
+        """How many alerts are in each state, exactly (one ZCARD each)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for state in STATES:
+            pipe.zcard(keys.alerts_by_state(state))
+        return dict(zip(STATES, (int(n) for n in pipe.execute()), strict=True))
+
     def in_state(self, state: AlertState, limit: int = 100) -> list[Alert]:
         ids = cast(list[bytes], self.redis.zrevrange(keys.alerts_by_state(state), 0, limit - 1))
         return self._many([i.decode() for i in ids])
