@@ -219,8 +219,11 @@ def _token_hint() -> str:
 
 
 def _cli_environment(env: dict[str, str]) -> str:
-    """The exports that point agora-webhook at this run's Redis, with its secrets by file."""
-    exports = [f"REDIS_URL={env['REDIS_URL']}", f"APP_ENV={env['APP_ENV']}"]
+    """The exports that point agora-webhook at this run's Redis, secrets by file only: a
+    REDIS_URL of yours (maybe with a password) is never printed, you have it already."""
+    exports = [f"APP_ENV={env['APP_ENV']}"]
+    if not os.environ.get("REDIS_URL"):
+        exports.insert(0, f"REDIS_URL={env['REDIS_URL']}")  # ours: loopback, no password
     if not os.environ.get("AGORA_CALLBACK_SECRETS"):
         exports.append(f"AGORA_CALLBACK_SECRETS=$(cat {_shown(DEV_SECRET_FILE)})")
     return "export " + " ".join(exports)

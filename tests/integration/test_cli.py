@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from redis import Redis
 
 from tests.conftest import DATA, SECRET, load_example
-from webhook.cli import main
+from webhook.cli import _cli_environment, main
 from webhook.config import Settings
 from webhook.schemas import load_callback
 from webhook.signature import HEADER_V2, sign
@@ -107,6 +107,19 @@ def test_replay_rejected_needs_a_secret_to_verify_with(
     assert result.exit_code == 1
     assert "AGORA_CALLBACK_SECRETS" in result.output
     assert CallbackStore(redis).session(SID) is None
+
+
+def test_make_run_never_prints_a_redis_url_or_secret_of_yours(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@cache:6379/0")
+    monkeypatch.setenv("AGORA_CALLBACK_SECRETS", "my-callback-secret")
+    env = {"REDIS_URL": "redis://:hunter2@cache:6379/0", "APP_ENV": "development",
+           "AGORA_CALLBACK_SECRETS": "my-callback-secret"}  # fmt: skip
+
+    printed = _cli_environment(env)
+
+    assert "hunter2" not in printed
+    assert "my-callback-secret" not in printed
+    assert printed == "export APP_ENV=development"
 
 
 def test_tail_follows_a_session_through_a_quiet_spell(settings: Settings, redis: Redis):
