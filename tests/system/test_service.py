@@ -205,12 +205,21 @@ def installed_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    build = subprocess.run([*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)],
+                           check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    (work / "build.log").write_text(build.stdout + build.stderr)
     (wheel,) = (work / "dist").glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(work / "site"), str(wheel)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     return work / "site"
+
+
+def test_the_package_builds_without_setuptools_warnings(installed_package: Path) -> None:
+    # The Lua scripts and templates are data directories: declared as namespace packages,
+    # or setuptools prints a screenful of "Package would be ignored" on every `make run`.
+    assert "Warning" not in (installed_package.parent / "build.log").read_text()
+    assert (installed_package / "webhook/store/lua/record_callback.lua").is_file()
+    assert (installed_package / "webhook/templates/dashboard/base.html").is_file()
 
 
 def test_serve_runs_from_the_installed_package_alone(
