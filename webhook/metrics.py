@@ -87,7 +87,9 @@ class PipelineCollector(Collector):
         waiting.add_metric([], self.callbacks.handoffs_waiting())
         yield waiting
         failed = GaugeMetricFamily("agora_failed_jobs", "Jobs in RQ's failed registry")
-        failed.add_metric([], self.queue.failed_job_registry.count)
+        # get_job_count(cleanup=False): RQ's .count cleans the registry first, a write, and a
+        # Redis refusing writes (a replica, MISCONF) would make the whole scrape say it is down.
+        failed.add_metric([], self.queue.failed_job_registry.get_job_count(cleanup=False))
         yield failed
         scheduled = self.queue.scheduled_job_registry
         lag = GaugeMetricFamily(

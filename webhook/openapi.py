@@ -105,6 +105,7 @@ def openapi_document() -> dict[str, Any]:
                                 **_errors(401, 404, 409, 422, 503)}}})  # fmt: skip
     spec.path("/healthz", operations={"get": {"responses": {"200": _answer("up")}}})
     spec.path("/readyz", operations={"get": {"responses": {
-        "200": _answer("ready"), "503": _answer("Redis unreachable")}}})  # fmt: skip
+        "200": _answer("ready"),
+        "503": _answer("Redis unreachable, loading or refusing writes")}}})  # fmt: skip
     document: dict[str, Any] = spec.to_dict()
     return document

@@ -17,6 +17,7 @@ from redis import Redis
 from rq import Worker
 
 from tests.conftest import SECRET, load_example
+from tests.integration.conftest import AUTH
 from tests.integration.test_recordings_api import START, STOP
 from webhook.app import create_app
 from webhook.config import Settings
@@ -135,10 +136,8 @@ def test_a_refused_callback_is_still_answered_when_redis_is_down(
     assert response.get_json()["reason"] == "signature_missing"
 
 
-API_TOKEN = "ops-token"
 # A page of the API makes up to two round trips, each bounded as the callback's one is.
 API_ANSWER_BUDGET_S = 2 * ANSWER_BUDGET_S
-AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 # Everything but the callback that reads or writes Redis: the read API, the app servers'
 # start/stop reports, the alerts' acknowledgement, the kept refused requests.
 REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -151,18 +150,6 @@ REQUESTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/v1/recordings", START),
     ("POST", f"/api/v1/recordings/{SID}/stop", STOP),
 ]
-
-
-@pytest.fixture
-def ops_client(own_redis: RedisServer) -> FlaskClient:
-    settings = Settings(
-        redis_url=own_redis.url, callback_secrets=(SECRET,), api_tokens=(API_TOKEN,),
-        log_format="text",
-    )  # fmt: skip
-    client = create_app(settings).test_client()
-    answer = client.post("/dashboard/login", data={"token": API_TOKEN, "next": "/dashboard/"})
-    assert answer.status_code == 302
-    return client
 
 
 @contextmanager

@@ -12,12 +12,16 @@ from typing import Any
 from redis import Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
+from redis.exceptions import BusyLoadingError, RedisError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
+
+from webhook.store import keys
 
 Address = tuple[str, int]
 # The event store runs on either; both speak the commands it uses.
 StoreClient = Redis | RedisCluster
+READINESS_PROBE_TTL_MS = 10_000
 
 
 def connect(
@@ -66,3 +70,22 @@ def connect_cluster(url: str, *, timeout: timedelta | None) -> RedisCluster:
         seconds = timeout.total_seconds()
         options |= {"socket_timeout": seconds, "socket_connect_timeout": seconds}
     return RedisCluster.from_url(url, **options)
+
+
+def write_readiness(client: StoreClient) -> str:
+    """Whether Redis takes a write now: "ok", "unreachable", "loading", or "refusing writes
+    (<Redis's error code>)". A PING is not enough: a replica (READONLY), a primary out of
+    memory under noeviction (OOM) or one whose last snapshot failed (MISCONF) answer it
+    and refuse every callback. One SET of a key that expires."""
+    try:
+        client.set(keys.readiness_probe(), "1", px=READINESS_PROBE_TTL_MS)
+    except BusyLoadingError:
+        return "loading"
+    except ResponseError as err:
+        # Redis's own error code (READONLY, OOM, MISCONF, ...): never a secret.
+        # redis-py keeps it apart from the message for the codes it knows (OOM, READONLY).
+        code = getattr(err, "status_code", None) or str(err).split(" ", 1)[0]
+        return f"refusing writes ({code})"
+    except RedisError:
+        return "unreachable"
+    return "ok"

@@ -171,6 +171,13 @@ def refusals_by_client(client: str, shard: int | None = None) -> str:
     return _global(f"refusals:{client}", shard)
 
 
+def readiness_probe() -> str:
+    """String, expires in 10 s: what /readyz writes to learn that Redis takes writes (a
+    replica, a primary out of memory under noeviction, or one whose snapshot failed answer
+    reads and refuse every write)."""
+    return f"{PREFIX}:readyz"
+
+
 def schema_version() -> str:
     """String: the version of this key schema (SCHEMA_VERSION)."""
     return f"{PREFIX}:schema-version"

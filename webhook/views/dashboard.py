@@ -96,7 +96,8 @@ def overview() -> ResponseReturnValue:
     queue = current_queue()
     pipeline = {
         "queue_depth": queue.count,
-        "failed_jobs": queue.failed_job_registry.count,
+        # A read only: RQ's .count cleans the registry first, a write (see webhook.metrics).
+        "failed_jobs": queue.failed_job_registry.get_job_count(cleanup=False),
         "workers_alive": recent_workers(current_recordings().redis),
     }
     return render_template(

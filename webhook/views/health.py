@@ -5,12 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis import Redis
-from redis.exceptions import RedisError
 
 from webhook.extensions import current_alerts, current_queue, current_recordings, current_store
 from webhook.metrics import recent_workers, render
 from webhook.openapi import openapi_document
+from webhook.store.connections import write_readiness
 
 bp = Blueprint("health", __name__)
 
@@ -23,7 +22,8 @@ def healthz() -> ResponseReturnValue:
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Ready to take callbacks: Redis answers. Not ready -> 503, so traffic goes elsewhere.
+    """Ready to take callbacks: Redis takes writes. Not ready -> 503, so traffic goes
+    elsewhere (a replica pointed at a Redis replica, say, while the others reach the primary).
 
     Workers are reported, not required: a web replica without workers still stores every
     callback (their follow-ups wait in the queue), while taking it out of the load
@@ -31,8 +31,10 @@ def readyz() -> ResponseReturnValue:
     # Both the event store (maybe a Redis Cluster) and the primary behind the queue must
     # answer: a callback needs the first, its hand-off the second.
     redis = current_recordings().redis
-    if not current_store().ping() or not _pings(redis):
-        return {"status": "unavailable", "redis": "unreachable"}, 503
+    for client in (current_store().redis, redis):
+        state = write_readiness(client)
+        if state != "ok":
+            return {"status": "unavailable", "redis": state}, 503
     alive = recent_workers(redis)
     return {"status": "ready", "redis": "ok", "workers": alive,
             "workers_status": "ok" if alive else "none with a recent heartbeat"}  # fmt: skip
@@ -49,10 +51,3 @@ def metrics() -> ResponseReturnValue:
     """Prometheus exposition: callbacks, refusals, latencies, queue, jobs, alerts."""
     body = render(current_recordings().redis, current_queue(), current_alerts(), current_store())
     return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0])
-
-
-def _pings(redis: Redis) -> bool:
-    try:
-        return bool(redis.ping())
-    except RedisError:
-        return False
