@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
@@ -14,9 +15,10 @@ from webhook.errors import ConfigError
 from webhook.jobs import callback_queue
 from webhook.logconfig import configure_logging
 from webhook.store import connect
-from workers.context import build_context, configure
+from workers.context import WorkerContext, build_context, configure
 from workers.reconcile import seed_sweep
 from workers.relay import HandoffRelay
+from workers.sweep_keeper import SweepKeeper
 
 logger = logging.getLogger("workers")
 
@@ -28,6 +30,25 @@ MAINTENANCE_INTERVAL_S = 30
 # 420 s left a quiet system without a scheduler for ~7 minutes after a worker died (make
 # chaos --quiet). 45 s makes the block 30 s, the maintenance interval.
 WORKER_TTL_S = 45
+# A worker started while Redis is away or refuses writes (a replica, out of memory) waits
+# for it, trying again after 1, 2, 4 ... and at most every 15 s.
+START_RETRY_MAX_S = 15.0
+
+
+def seed_sweep_when_redis_takes_it(ctx: WorkerContext) -> None:
+    """seed_sweep(), retried until Redis takes the write. Exiting instead made a worker
+    fail within a second of each start, and systemd gives up after five (StartLimitBurst):
+    the worker then stayed down after Redis came back."""
+    delay = 1.0
+    while True:
+        try:
+            seed_sweep(ctx)
+            return
+        except RedisError as err:
+            logger.warning("Redis does not take the sweep's schedule yet (%s: %s); trying again "
+                           "in %.0f s", type(err).__name__, err, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, START_RETRY_MAX_S)
 
 
 def main() -> int:
@@ -45,6 +66,14 @@ def main() -> int:
         sentinels=settings.redis_sentinels, sentinel_master=settings.redis_sentinel_master,
     )  # fmt: skip
     queue = callback_queue(redis, settings.queue_name)
+    ctx = build_context(settings, redis)
+    # The sweep reschedules itself; seeding it here restarts the chain after any outage,
+    # and the keeper restarts it if a sweep could not schedule its successor. Before RQ's
+    # Worker, which talks to Redis as it is made.
+    try:
+        seed_sweep_when_redis_takes_it(ctx)
+    except KeyboardInterrupt:
+        return 0  # Ctrl-C while waiting for Redis: nothing was started
     # simple (default): no fork, 3x the jobs/s (make bench: ~170 vs ~56 jobs/s here); our
     # jobs are short, time-limited and let errors reach RQ. fork: a work horse per job, so
     # a crashing or leaking job cannot take the worker with it.
@@ -56,9 +85,8 @@ def main() -> int:
         maintenance_interval=MAINTENANCE_INTERVAL_S,
         worker_ttl=WORKER_TTL_S,
     )
-    ctx = build_context(settings, redis)
-    # The sweep reschedules itself; seeding it here restarts the chain after any outage.
-    seed_sweep(ctx)
+    keeper = SweepKeeper(ctx)
+    keeper.start()
     # Stored follow-up callbacks become jobs here, not on the web side (workers/relay.py).
     relay = HandoffRelay(ctx.callbacks, queue)
     relay.start()
@@ -72,6 +100,7 @@ def main() -> int:
         return 1
     finally:
         relay.stop()
+        keeper.stop()
     # RQ's work() also returns after an unhandled error (a Redis restart, say) without
     # anyone asking it to stop; a non-zero status makes systemd, Kubernetes or compose
     # start a fresh worker. (RQ notes a stop request, SIGTERM or SIGINT, only in a private

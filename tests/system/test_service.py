@@ -33,8 +33,9 @@ from bench.processes import (
 )
 from tests.conftest import DATA, SECRET, load_example
 from webhook.redis_server import RedisServer, free_port
+from webhook.schemas import load_callback
 from webhook.signature import HEADER_V2, sign
-from webhook.store import CallbackStore, keys
+from webhook.store import CallbackStore, keys, now_ms
 
 pytestmark = pytest.mark.system
 
@@ -134,6 +135,46 @@ def test_gunicorn_stores_every_example_and_the_worker_follows_up(service: tuple[
         if sample.name == "agora_worker_jobs_total" and sample.labels["outcome"] == "succeeded"
     )
     assert succeeded >= 1
+
+
+@pytest.mark.parametrize("how", ["down", "read-only", "out of memory"])
+def test_a_worker_started_while_redis_takes_no_writes_waits_for_it_and_then_works(
+    tmp_path: Path, how: str
+) -> None:
+    """It used to exit within a second: systemd gives up after five quick failures
+    (StartLimitBurst), so a worker restarted during an outage stayed down after it."""
+    redis_server = RedisServer(data_dir=tmp_path / "redis").start()
+    redis = Redis.from_url(redis_server.url)
+    follow_up = load_example("31_")  # a hand-off for the worker's relay
+    raw = json.dumps(follow_up).encode()
+    assert CallbackStore(redis).record(load_callback(follow_up), raw, received_ms=now_ms())
+    if how == "down":
+        redis_server.stop()
+    elif how == "read-only":
+        redis.execute_command("REPLICAOF", "127.0.0.1", free_port())  # type: ignore[no-untyped-call]  # unannotated upstream
+    else:
+        redis.config_set("maxmemory", 1)
+    env = os.environ | {"REDIS_URL": redis_server.url, "AGORA_CALLBACK_SECRETS": SECRET,
+                        "APP_ENV": "production"}  # fmt: skip
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_for(lambda: "trying again" in log_path.read_text(), 20, "the worker to wait")
+        assert worker.poll() is None, log_path.read_text()
+        if how == "down":
+            redis_server.start()
+        elif how == "read-only":
+            redis.execute_command("REPLICAOF", "NO", "ONE")  # type: ignore[no-untyped-call]  # unannotated upstream
+        else:
+            redis.config_set("maxmemory", 0)
+        wait_for(lambda: redis.zcard(keys.pending_handoffs()) == 0, 30, "the follow-up")
+    finally:
+        code = stop(worker)
+        redis_server.stop()
+    assert code == 0, log_path.read_text()
+    assert "Traceback" not in log_path.read_text()
 
 
 @contextmanager
