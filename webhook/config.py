@@ -9,6 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import urlsplit
+
+from redis.connection import parse_url
 
 from webhook.errors import ConfigError
 
@@ -84,6 +87,23 @@ def _redis_url(env: Mapping[str, str], name: str, default: str) -> str:
         raise ConfigError(
             f"{name} must be a redis://, rediss:// or unix:// URL; "
             f"got one beginning {url.partition(':')[0]!r}"
+        )
+    if not url:
+        return url
+    # What redis-py would otherwise find at the first connection (a traceback, then exit 3
+    # in gunicorn), or not at all: a database path that is not a number means database 0.
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # unannotated upstream
+    except ValueError:
+        raise ConfigError(
+            f"{name} is not a URL redis-py can use: its port must be a number from 0 to 65535 "
+            "and its query options (db=, socket_timeout=, ...) numbers"
+        ) from None
+    database = urlsplit(url).path.strip("/")
+    if not url.lower().startswith("unix://") and database and not database.isdigit():
+        raise ConfigError(
+            f"{name}: the database (the path after the host and port) must be a whole "
+            "number, such as /0; redis-py would silently use database 0"
         )
     return url
 

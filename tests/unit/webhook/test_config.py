@@ -141,11 +141,27 @@ def test_values_from_the_environment_are_used() -> None:
         ("LOG_FORMAT", "xml"),
         ("REDIS_URL", "localhost:6379"),
         ("STORE_CLUSTER_URL", "http://cluster:7000"),
+        # redis-py would connect to database 0 of this one: another service's data, maybe.
+        ("REDIS_URL", "redis://cache:6379/notadb"),
+        ("REDIS_URL", "redis://:hunter2@cache:xx/0"),  # a traceback at start, exit 3
+        ("REDIS_URL", "redis://:hunter2@cache:99999/0"),
+        ("REDIS_URL", "redis://cache:6379/0?db=two"),
+        ("STORE_CLUSTER_URL", "redis://:hunter2@cluster:7000x"),
     ],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ConfigError, match=name):
+    with pytest.raises(ConfigError, match=name) as refused:
         Settings.from_env(PRODUCTION | {name: value})
+    assert "hunter2" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://cache", "redis://cache:6380/", "redis://cache:6380/15", "rediss://u:p@cache:1/2",
+     "unix:///run/redis.sock?db=3", "redis://cache:6379/0?db=1"],
+)  # fmt: skip
+def test_every_form_of_redis_url_that_redis_py_reads_is_accepted(url: str) -> None:
+    assert Settings.from_env(PRODUCTION | {"REDIS_URL": url}).redis_url == url
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
