@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 import pytest
+from flask import Flask
 
 from tests.conftest import PostCallback, load_example
 from webhook.config import Settings
@@ -72,3 +73,16 @@ class TestLogCallbacksAll:
         post_callback(load_example("33_"))
 
         assert lines(logged) == ["callback stored"]
+
+
+def test_a_refusal_is_logged_with_the_id_it_is_kept_under(
+    post_callback: PostCallback, logged: pytest.LogCaptureFixture, app: Flask
+) -> None:
+    assert post_callback(load_example("33_"), secret="not-the-secret").status_code == 401
+
+    (refusal,) = [r for r in records(logged) if r.getMessage().startswith("callback refused")]
+    # The log formatter's fields (LOG_FORMAT=json) are the record's extra attributes.
+    kept = app.extensions["agora.store"].rejected_entry(refusal.__dict__["rejected_id"])
+    assert kept is not None
+    assert kept.reason == refusal.__dict__["reason"] == "signature_mismatch"
+    assert refusal.getMessage() == f"callback refused: signature_mismatch (kept as {kept.entry_id})"

@@ -199,13 +199,16 @@ def _keep_rejected(err: WebhookError) -> None:
         body_truncated=truncated,
         headers={h: request.headers[h] for h in _KEPT_HEADERS if h in request.headers},
     )
-    logger.warning(
-        "callback refused: %s",
-        err.reason,
-        extra={"reason": err.reason, "status": err.status, "remote_addr": request.remote_addr},
-    )
+    extra: dict[str, object] = {
+        "reason": err.reason, "status": err.status, "remote_addr": request.remote_addr,
+    }  # fmt: skip
     try:
-        current_store().record_rejected(rejection)
+        # rejected_id: what `agora-webhook replay-rejected` and /api/v1/rejected/<id>/replay take.
+        extra["rejected_id"] = current_store().record_rejected(rejection)
     except StoreUnavailableError:
         # The caller still gets the real reason; Agora retries any non-200 anyway.
+        logger.warning("callback refused: %s", err.reason, extra=extra)
         logger.error("refused callback could not be kept: the store is unavailable")
+        return
+    logger.warning("callback refused: %s (kept as %s)", err.reason, extra["rejected_id"],
+                   extra=extra)  # fmt: skip
