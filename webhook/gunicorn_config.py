@@ -93,7 +93,8 @@ def when_ready(server: object) -> None:
 
 
 def on_exit(server: object) -> None:
-    # Not after a USR2 upgrade: the new master works in the same directory.
+    # Not when this master re-executed itself (USR2, which docs/deploy.md says is not
+    # supported): left alone rather than removed from under a process that may still use it.
     if _OWN_METRICS_DIR and not getattr(server, "reexec_pid", 0):
         shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 

@@ -13,8 +13,10 @@ import logging
 import threading
 from datetime import timedelta
 
+from redis.exceptions import RedisError
 from rq import Queue
 
+from webhook.errors import StoreUnavailableError
 from webhook.jobs import enqueue_handoffs
 from webhook.store import CallbackStore
 
@@ -72,8 +74,13 @@ class HandoffRelay:
         while not self._stopping.is_set():
             try:
                 relay_handoffs(self.callbacks, self.queue, wait=READY_WAIT)
+            except (RedisError, StoreUnavailableError) as err:
+                # One line a second while Redis is away, not a traceback. What this round
+                # took is still pending: the two-minute sweep covers it.
+                logger.warning("hand-off relay failed (%s: %s); trying again",
+                               type(err).__name__, err)  # fmt: skip
+                self._stopping.wait(RETRY_AFTER_S)
             except Exception:
-                # Redis failing, or anything else: a thread that died would leave every
-                # hand-off to the two-minute sweep. What this round took is covered by it.
+                # Anything else: a thread that died would leave every hand-off to the sweep.
                 logger.exception("hand-off relay failed; trying again")
                 self._stopping.wait(RETRY_AFTER_S)

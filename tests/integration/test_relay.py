@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from redis import Redis
 
 from tests.conftest import PostCallback, load_example, varied
@@ -124,13 +126,23 @@ def test_the_relay_thread_enqueues_until_stopped(
     assert redis.llen("agora:handoffs:ready") + queue.count == 2
 
 
-def test_the_relay_thread_outlives_a_redis_it_cannot_reach(settings: Settings):
+def test_the_relay_thread_outlives_a_redis_it_cannot_reach(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING, logger="workers.relay")
     unreachable = Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
     relay = HandoffRelay(CallbackStore(unreachable), callback_queue(unreachable, "q"))
     relay.start()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 10  # redis-py's own retries come first
+    while not [r for r in caplog.records if r.name == "workers.relay"]:
+        assert time.monotonic() < deadline, "the relay said nothing of its failure"
+        time.sleep(0.05)
 
     alive = relay.is_alive()
     relay.stop()
 
     assert alive
+    # One line per try while Redis is away, not a traceback each second.
+    (failed, *_) = [r for r in caplog.records if r.name == "workers.relay"]
+    assert failed.getMessage().startswith("hand-off relay failed (")
+    assert failed.exc_info is None
