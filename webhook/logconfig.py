@@ -48,11 +48,13 @@ def logging_config(
     }
 
 
-def configure_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
+def configure_logging(
+    log_format: LogFormat = "json", level: str = "INFO", *, access_log: bool = False
+) -> None:
     # We log one line per callback on the hot path; the logging docs' own optimisations
     # drop what we never print (caller frame lookup, thread and process names).
     logging._srcfile = None  # documented in the logging HOWTO, "Optimization"
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.config.dictConfig(logging_config(log_format, level))
+    logging.config.dictConfig(logging_config(log_format, level, access_log=access_log))

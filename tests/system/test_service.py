@@ -328,6 +328,15 @@ def test_gunicorn_leaves_no_metrics_directory_behind_and_says_where_it_listens(
     assert f"Listening at: http://127.0.0.1:{port}" in (tmp_path / "first.log").read_text()
 
 
+@pytest.mark.parametrize("asked", [False, True], ids=["by default", "GUNICORN_ACCESS_LOG=-"])
+def test_an_access_log_is_written_only_when_asked_for(tmp_path: Path, asked: bool) -> None:
+    port = free_port()
+    with gunicorn_alone(tmp_path, port, extra_env={"GUNICORN_ACCESS_LOG": "-"} if asked else {}):
+        wait_for(lambda: listening_sockets(port) == 2, 20, "gunicorn to listen")
+        assert is_listening(f"http://127.0.0.1:{port}/healthz")
+    assert ("GET /healthz" in (tmp_path / "web.log").read_text()) is asked
+
+
 def test_gunicorn_restarts_at_once_on_a_port_its_last_run_served(tmp_path: Path) -> None:
     # The previous run's connections linger in TIME_WAIT; they must not count as in use.
     port = free_port()

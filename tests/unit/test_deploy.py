@@ -125,6 +125,34 @@ def gunicorn_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str
     return load_gunicorn_config(monkeypatch, tmp_path, {"APP_ENV": "development"})
 
 
+def test_gunicorn_builds_no_access_log_fields_unless_an_access_log_is_asked_for(
+    gunicorn_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from gunicorn.config import Config
+
+    import webhook.gunicorn_config
+
+    assert gunicorn_config["logger_class"] is webhook.gunicorn_config.AccessLogWhenAsked
+    # As with our logconfig_dict, gunicorn counts its access log as enabled (a file here,
+    # so that the test process's own logging is left alone).
+    config = Config()
+    config.set("accesslog", str(tmp_path / "access.log"))
+    logger = gunicorn_config["logger_class"](config)
+    built: list[object] = []
+
+    def atoms(*args: object) -> dict[str, str]:
+        built.append(args)
+        return {}
+
+    monkeypatch.setattr(logger, "atoms", atoms)
+    monkeypatch.setattr(webhook.gunicorn_config, "accesslog", None)
+    logger.access(None, None, {}, None)
+    assert built == []  # gunicorn's own Logger builds them when logconfig_dict is set
+    monkeypatch.setattr(webhook.gunicorn_config, "accesslog", "-")
+    logger.access(None, None, {}, None)
+    assert len(built) == 1
+
+
 def default_port(gunicorn_config: dict[str, Any]) -> int:
     return int(str(gunicorn_config["bind"]).rsplit(":", 1)[1])
 
