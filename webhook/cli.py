@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -225,7 +226,10 @@ def _cli_environment(env: dict[str, str]) -> str:
     if not os.environ.get("REDIS_URL"):
         exports.insert(0, f"REDIS_URL={env['REDIS_URL']}")  # ours: loopback, no password
     if not os.environ.get("AGORA_CALLBACK_SECRETS"):
-        exports.append(f"AGORA_CALLBACK_SECRETS=$(cat {_shown(DEV_SECRET_FILE)})")
+        # Absolute: the line is for another shell, maybe in another directory.
+        exports.append(
+            f"AGORA_CALLBACK_SECRETS=$(cat {shlex.quote(str(DEV_SECRET_FILE.resolve()))})"
+        )
     return "export " + " ".join(exports)
 
 

@@ -122,6 +122,19 @@ def test_make_run_never_prints_a_redis_url_or_secret_of_yours(monkeypatch: pytes
     assert printed == "export APP_ENV=development"
 
 
+def test_the_printed_exports_work_from_any_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from webhook import cli
+
+    for name in ("REDIS_URL", "AGORA_CALLBACK_SECRETS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(cli.DEV_SECRET_FILE.parent.parent)  # where make run runs
+
+    printed = _cli_environment({"REDIS_URL": "redis://127.0.0.1:6390/0", "APP_ENV": "development"})
+
+    # The line is for another shell: the secret file by its absolute path.
+    assert f"AGORA_CALLBACK_SECRETS=$(cat {cli.DEV_SECRET_FILE.resolve()})" in printed
+
+
 def test_tail_follows_a_session_through_a_quiet_spell(settings: Settings, redis: Redis):
     # A real process, as an operator runs it: redis-py's socket timeout is 5 s, and tail
     # used to wait on the stream that long, so the first quiet spell ended it.

@@ -494,6 +494,7 @@ def test_make_run_starts_everything_accepts_a_signed_callback_and_stops_on_ctrl_
         shown = subprocess.run(
             ["/bin/bash", "-c", f'{exports} && "$0" show {SID}', str(BIN / "agora-webhook")],
             env=shell_env, capture_output=True, text=True, timeout=30, check=False,
+            cwd="/",  # another shell, anywhere
         )  # fmt: skip
         assert shown.returncode == 0, shown.stdout + shown.stderr
         assert json.loads(shown.stdout)["sid"] == SID
