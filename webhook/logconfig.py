@@ -8,6 +8,19 @@ from typing import Any, Literal
 LogFormat = Literal["json", "text"]
 
 
+class NoEmptyListeningLine(logging.Filter):
+    """Drops gunicorn's "Listening at:  (pid)": with each worker on its own SO_REUSEPORT
+    socket the master holds none, so gunicorn names no address; gunicorn_config's
+    when_ready logs the real one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "Listening at: %s (%s)"
+            and isinstance(record.args, tuple)
+            and not record.args[0]
+        )
+
+
 def logging_config(
     log_format: LogFormat, level: str = "INFO", *, access_log: bool = False
 ) -> dict[str, Any]:
@@ -25,6 +38,7 @@ def logging_config(
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"no_empty_listening": {"()": NoEmptyListeningLine}},
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
@@ -36,7 +50,12 @@ def logging_config(
         "loggers": {
             # At DEBUG urllib3 logs request paths, and a Slack webhook's path is its token.
             "urllib3": {"level": "INFO"},
-            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
+            "gunicorn.error": {
+                "level": level,
+                "handlers": ["stderr"],
+                "propagate": False,
+                "filters": ["no_empty_listening"],
+            },
             # Off unless asked for: the service logs one richer line per callback itself,
             # and a second line per request costs real CPU.
             "gunicorn.access": {

@@ -325,7 +325,9 @@ def test_gunicorn_leaves_no_metrics_directory_behind_and_says_where_it_listens(
         with gunicorn_alone(tmp_path, port, "refused", temp_env) as refused:
             assert refused.wait(timeout=30) == 1  # the port is taken
     assert list(tmp.iterdir()) == []
-    assert f"Listening at: http://127.0.0.1:{port}" in (tmp_path / "first.log").read_text()
+    log = (tmp_path / "first.log").read_text()
+    assert f"Listening at: http://127.0.0.1:{port} (each worker on its own socket)" in log
+    assert "Listening at:  (" not in log  # gunicorn's own line, which names no address
 
 
 @pytest.mark.parametrize("asked", [False, True], ids=["by default", "GUNICORN_ACCESS_LOG=-"])
