@@ -153,6 +153,25 @@ class TestPlaylists:
         assert result.reason is None
         assert len(result.checked) == 4  # the playlist and three segments
 
+    def test_a_long_recording_is_checked_from_listings_not_one_request_per_segment(
+        self, verifier: StorageVerifier, location: StorageLocation, bucket: Bucket
+    ):
+        # Over 6 hours of 15 s segments: one HEAD each (12 hours took minutes against a
+        # real endpoint, past the job's timeout) and the check never concluded.
+        segments = segment_names(AUDIO, 1500)
+        bucket.put_recording(f"{AUDIO}.m3u8", segments)
+        requests: list[str] = []
+        # The verifier's own boto3 session: every request its clients send.
+        verifier._session.events.register(
+            "before-send.s3", lambda request, **_: requests.append(request.method)
+        )
+
+        result = verifier.verify(location, [f"{AUDIO}.m3u8"])
+
+        assert_verified(result)
+        assert len(result.checked) == 1501
+        assert len(requests) < 10  # the bucket, the listing's pages (1,000 keys each), the GET
+
     def test_an_absent_playlist_is_missing(
         self, verifier: StorageVerifier, location: StorageLocation, bucket: Bucket
     ):
