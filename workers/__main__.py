@@ -18,6 +18,7 @@ from webhook.store import connect
 from workers.context import WorkerContext, build_context, configure
 from workers.reconcile import seed_sweep
 from workers.relay import HandoffRelay
+from workers.storage import StorageConfig, StorageConfigError
 from workers.sweep_keeper import SweepKeeper
 
 logger = logging.getLogger("workers")
@@ -57,6 +58,14 @@ def main() -> int:
     except ConfigError as err:
         print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
         return 2
+    if settings.storage_config_path:
+        # Read now, so a malformed file stops the start with its reason; a check meeting
+        # one later (edited meanwhile) says so in its alert instead.
+        try:
+            StorageConfig.from_file(settings.storage_config_path)
+        except StorageConfigError as err:
+            print(f"configuration error: {err.message}", file=sys.stderr)  # noqa: T201  # before logging exists
+            return 2
     configure_logging(settings.log_format, settings.log_level)
     configure(settings)
     # No timeout of ours: RQ raises the socket timeout for its own blocking pops on the

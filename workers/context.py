@@ -23,7 +23,7 @@ from webhook.store.connections import connect_cluster
 from webhook.store.recordings import RecordingStore
 from webhook.store.worker_counters import WorkerCounters
 from workers.lifecycle import Deadlines, Verification, file_names
-from workers.storage import StorageConfig, StorageLocation, StorageVerifier
+from workers.storage import StorageConfig, StorageConfigError, StorageLocation, StorageVerifier
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,14 @@ class WorkerContext:
             location = StorageLocation.from_storage_config(facts.start.storage)
         except ValueError as err:
             return Verification(False, reason=f"the start call's storageConfig is unusable: {err}")
-        verifier = storage_verifier(
-            self.settings.storage_config_path, self.settings.storage_read_timeout.total_seconds()
-        )
+        try:
+            verifier = storage_verifier(
+                self.settings.storage_config_path,
+                self.settings.storage_read_timeout.total_seconds(),
+            )
+        except StorageConfigError as err:
+            # Not cached: the next check reads the file again, so fixing it is enough.
+            return Verification(False, reason=f"STORAGE_CONFIG is unusable: {err.message}")
         result = verifier.verify(location, names)
         return Verification(result.verified, result.checked, result.missing, result.reason)
 

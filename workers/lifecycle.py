@@ -215,10 +215,18 @@ def assess(
             resolved.append("backup_not_uploaded")
         elif now_ms >= deadline:
             checked = verification or Verification(False, reason="not checked yet")
+            later = int(deadlines.backup.total_seconds())
+            # "Not there" only when the bucket said so; otherwise what stopped the check
+            # (an unsupported vendor, no credentials, a timeout): it is unconfirmed, and
+            # whoever reads the alert must look themselves.
+            found = (
+                f"its files are not in your storage {later} s later: "
+                if checked.missing
+                else f"{later} s later its files could not be confirmed in your storage: "
+            )
             raised.append(AlertSpec(
                 "backup_not_uploaded",
-                f"Recording {facts.sid} ({cname}) went to Agora's backup and its files are "
-                f"not in your storage {int(deadlines.backup.total_seconds())} s later: "
+                f"Recording {facts.sid} ({cname}) went to Agora's backup and {found}"
                 + (checked.reason or f"{len(checked.missing)} object(s) missing"),
                 {"files": list(files), "missing": list(checked.missing),
                  "checked": list(checked.checked), "reason": checked.reason,

@@ -210,6 +210,24 @@ class TestBackupedUpload:
 
         (alert,) = ctx.alerts.for_session(SID)
         assert "STORAGE_CONFIG" in alert.evidence["reason"]
+        # Nothing was found missing: the alert does not say the files are not there.
+        assert "could not be confirmed in your storage" in alert.message
+        assert "not in your storage" not in alert.message
+
+    def test_an_unreadable_storage_config_raises_the_alert_with_the_reason(
+        self, ctx: WorkerContext, s3_bucket: str, tmp_path: Path
+    ):
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"buckets": {')
+        ctx = replace(ctx, settings=replace(ctx.settings, storage_config_path=str(broken)))
+        backuped_at = backuped_session(ctx, s3_bucket)
+
+        decision = reconcile(ctx, SID, backuped_at + 5 * MIN)  # it used to raise, every time
+
+        assert decision.state == "backuped"
+        (alert,) = ctx.alerts.for_session(SID)
+        assert alert.kind == "backup_not_uploaded"
+        assert alert.evidence["reason"].startswith("STORAGE_CONFIG is unusable: ")
 
     def test_a_silent_storage_endpoint_holds_the_check_only_for_the_configured_reads(
         self,

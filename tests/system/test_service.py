@@ -312,6 +312,20 @@ def test_a_bad_setting_stops_gunicorn_with_one_line_and_status_2(
     assert len(output.strip().splitlines()) == 1, output
 
 
+def test_a_malformed_storage_config_stops_the_worker_with_one_line_and_status_2(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "storage.json"
+    broken.write_text('{"buckets": {')
+    env = os.environ | {"REDIS_URL": "redis://127.0.0.1:1/0", "AGORA_CALLBACK_SECRETS": SECRET,
+                        "APP_ENV": "production", "STORAGE_CONFIG": str(broken)}  # fmt: skip
+    worker = subprocess.run([sys.executable, "-m", "workers"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert worker.returncode == 2  # systemd's RestartPreventExitStatus=2
+    assert worker.stderr.startswith(f"configuration error: storage config {broken}"), worker.stderr
+    assert len(worker.stderr.strip().splitlines()) == 1, worker.stderr
+
+
 def test_gunicorn_leaves_no_metrics_directory_behind_and_says_where_it_listens(
     tmp_path: Path,
 ) -> None:
