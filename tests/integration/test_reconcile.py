@@ -198,6 +198,37 @@ class TestBackupedUpload:
         assert ctx.recordings.facts(SID).verified_ms == backuped_at + 10 * MIN
         assert ctx.redis.zscore(keys.active_recordings(), SID) is None
 
+    def test_a_backuped_after_verification_is_checked_again_from_its_own_arrival(
+        self, ctx: WorkerContext, s3_server: S3Server, s3_bucket: str
+    ):
+        # After a failover the recorder that took over reports its own backuped, with its
+        # own bak0_ files; it came after the first recorder's files were verified.
+        backuped_at = backuped_session(ctx, s3_bucket)
+        for playlist in PLAYLISTS:
+            put_recording(s3_server, s3_bucket, playlist)
+        assert reconcile(ctx, SID, backuped_at + 5 * MIN).state == "verified"
+        takeover = f"bak0_{SID}_class1024__uid_s_57297__uid_e_audio.m3u8"
+        at = backuped_at + 6 * MIN
+        body = varied(load_example("32_"), uid="999001", sequence=40, sendts=at,
+                      notice_id="takeover-32")  # fmt: skip
+        body["payload"]["details"]["fileList"] = [{"fileName": takeover, "trackType": "audio"}]
+        stored = ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                                      received_ms=at)  # fmt: skip
+
+        follow_up_callback(ctx, SID, "takeover-32", stored.entry_id, at)
+        before = reconcile(ctx, SID, at + 4 * MIN)
+        missing = reconcile(ctx, SID, at + 5 * MIN)  # its files never came (it used to stay
+        put_recording(s3_server, s3_bucket, takeover)  # "verified", silent)
+        found = reconcile(ctx, SID, at + 10 * MIN)
+
+        assert (before.state, open_kinds(ctx)) == ("backuped", set())
+        assert missing.state == "backuped"
+        (alert,) = ctx.alerts.for_session(SID)
+        assert alert.kind == "backup_not_uploaded"
+        assert alert.evidence["missing"] == [f"recordings/{takeover}"]
+        assert found.state == "verified"
+        assert open_kinds(ctx) == set()
+
     def test_without_storage_credentials_the_alert_says_why(
         self,
         ctx: WorkerContext,

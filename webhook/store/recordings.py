@@ -195,13 +195,24 @@ class RecordingStore:
     def mark_backuped(self, sid: str, at_ms: int) -> int:
         """When we first learned the upload went to Agora's backup: the earliest time wins,
         whichever of the callback's job and a reconcile records it first (callers hold the
-        session lock)."""
+        session lock). A backuped that arrives after the session's files were verified is a
+        new one (the recorder that took over after a failover, with files of its own): the
+        check starts again from it, so its files are looked for too."""
         key = keys.recording(sid)
-        current = _int(cast(bytes | None, self.redis.hget(key, "backuped_ms")))
-        if current is None or at_ms < current:
-            self.redis.hset(key, "backuped_ms", at_ms)
+        raw_current, raw_verified = cast(
+            list[bytes | None], self.redis.hmget(key, ["backuped_ms", "verified_ms"])
+        )
+        current, verified = _int(raw_current), _int(raw_verified)
+        pipe = self.redis.pipeline(transaction=True)
+        if verified is not None and at_ms > verified:
+            pipe.hdel(key, "verified_ms")
+            pipe.hset(key, "backuped_ms", at_ms)
             current = at_ms
-        self.redis.expire(key, self.retention)
+        elif current is None or at_ms < current:
+            pipe.hset(key, "backuped_ms", at_ms)
+            current = at_ms
+        pipe.expire(key, self.retention)
+        pipe.execute()
         return current
 
     def in_state(
