@@ -599,12 +599,6 @@ class CallbackStore:
             pipe.hgetall(keys.stats(shard))
         return _summed(cast(list[dict[bytes, bytes]], pipe.execute()))
 
-    def ping(self) -> bool:
-        try:
-            return bool(self.redis.ping())
-        except RedisError:
-            return False
-
 
 def _summed(rows: list[dict[bytes, bytes]]) -> dict[str, int]:
     """Counter hashes (one per shard) added up."""

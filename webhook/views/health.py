@@ -31,7 +31,8 @@ def readyz() -> ResponseReturnValue:
     # Both the event store (maybe a Redis Cluster) and the primary behind the queue must
     # answer: a callback needs the first, its hand-off the second.
     redis = current_recordings().redis
-    for client in (current_store().redis, redis):
+    # One probe when both are the same client (no Redis Cluster for the events).
+    for client in dict.fromkeys((current_store().redis, redis)):
         state = write_readiness(client)
         if state != "ok":
             return {"status": "unavailable", "redis": state}, 503
