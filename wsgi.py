@@ -4,12 +4,12 @@ import os
 
 from webhook.app import create_app
 from webhook.config import Settings
-from webhook.logconfig import configure_logging
+from webhook.logconfig import access_log_target, configure_logging
 
 settings = Settings.from_env()
-# gunicorn's access log, when GUNICORN_ACCESS_LOG asks for it (webhook/gunicorn_config.py):
-# configured here again, it would otherwise lose the handler gunicorn gave it.
+# Configured here again, gunicorn's access log (when asked for) would otherwise lose the
+# handler gunicorn gave it.
 configure_logging(
-    settings.log_format, settings.log_level, access_log=bool(os.environ.get("GUNICORN_ACCESS_LOG"))
+    settings.log_format, settings.log_level, access_log=access_log_target(os.environ) is not None
 )
 app = create_app(settings)

@@ -19,7 +19,7 @@ from gunicorn.glogging import Logger
 
 from webhook.config import Settings, integer_setting
 from webhook.errors import ConfigError
-from webhook.logconfig import logging_config
+from webhook.logconfig import access_log_target, logging_config
 
 env = os.environ
 
@@ -56,7 +56,7 @@ graceful_timeout = _whole(env, "GUNICORN_GRACEFUL_TIMEOUT", 20)
 # Recycle workers now and then so a slow leak can never take the receiver down.
 max_requests = _whole(env, "GUNICORN_MAX_REQUESTS", 0, minimum=0)
 max_requests_jitter = max_requests // 10
-accesslog = env.get("GUNICORN_ACCESS_LOG") or None
+accesslog = access_log_target(env)
 # gunicorn's control socket defaults to one path per user, which several instances on a
 # host (web + benchmarks + tests) would fight over; opt in with a path of your own.
 control_socket = env.get("GUNICORN_CONTROL_SOCKET", "")

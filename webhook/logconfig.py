@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import logging.config
+from collections.abc import Mapping
 from typing import Any, Literal
 
 LogFormat = Literal["json", "text"]
+
+
+def access_log_target(env: Mapping[str, str]) -> str | None:
+    """Where gunicorn's access log goes (GUNICORN_ACCESS_LOG: a path, or - for stdout),
+    None when it is off: read by gunicorn's config and by wsgi.py's logging setup alike."""
+    return env.get("GUNICORN_ACCESS_LOG") or None
 
 
 class NoEmptyListeningLine(logging.Filter):
