@@ -24,10 +24,10 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def is_listening(url: str) -> bool:
-    """The URL answers 200 now."""
+def is_listening(url: str, timeout: float = 1) -> bool:
+    """The URL answers 200 within the timeout."""
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return bool(response.status == 200)
     except OSError:
         return False
