@@ -565,6 +565,11 @@ ALERT_QUERY_SCHEMA = AlertQuerySchema()
 # --- the read API's query parameters ----------------------------------------------------
 
 
+# A cursor's score: a Unix-ms instant, in ASCII digits. str.isdigit() also takes "²",
+# which int() refuses, and int() refuses more than 4300 digits: both were a 500.
+_CURSOR_SCORE = re.compile(r"\A[0-9]{1,19}\Z")
+
+
 class Cursor(fields.Field[tuple[int, str]]):
     """An opaque page cursor: "<score>.<sid>" (the last row of the previous page)."""
 
@@ -572,7 +577,7 @@ class Cursor(fields.Field[tuple[int, str]]):
         self, value: Any, attr: str | None, data: Any, **kwargs: Any
     ) -> tuple[int, str]:
         score, _, sid = str(value).partition(".")
-        if not score.isdigit() or not ID_PATTERN.fullmatch(sid):
+        if not _CURSOR_SCORE.fullmatch(score) or not ID_PATTERN.fullmatch(sid):
             raise ValidationError("Not a cursor this API returned.")
         return int(score), sid
 

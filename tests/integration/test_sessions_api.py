@@ -94,7 +94,11 @@ class TestList:
     @pytest.mark.parametrize(
         ("query", "named"),
         [("state=burning", "state"), ("limit=0", "limit"), ("cursor=nonsense", "cursor"),
-         ("since=-5", "since")],
+         ("since=-5", "since"),
+         # Digits str.isdigit() takes and int() does not: a superscript, more than 4300.
+         ("cursor=%C2%B2.sid-1", "cursor"), (f"cursor={'9' * 5000}.sid-1", "cursor"),
+         # Beyond any Unix-ms score: not a cursor this API returned either.
+         (f"cursor={'9' * 400}.sid-1", "cursor")],
     )  # fmt: skip
     def test_a_bad_filter_is_400_naming_the_parameter(
         self, api: FlaskClient, query: str, named: str
