@@ -5,6 +5,7 @@ The browser test (tests/system/test_dashboard_browser.py) drives the same pages 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import replace
@@ -21,6 +22,7 @@ from webhook.schemas import load_callback
 from webhook.store import CallbackStore, now_ms
 from webhook.store.alerts import AlertStore
 from webhook.store.recordings import RecordingStore
+from webhook.views.dashboard import PAGE_SIZE
 
 TOKEN = "dashboard-token"
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
@@ -180,6 +182,27 @@ class TestPages:
         assert SID not in browser.get("/dashboard/sessions?state=verified").text
         assert SID in browser.get("/dashboard/sessions?cname=class1024").text
         assert SID not in browser.get("/dashboard/sessions?cname=elsewhere").text
+
+    def test_the_sessions_table_pages_through_every_session(
+        self, browser: FlaskClient, redis: Redis
+    ):
+        store, now = CallbackStore(redis), now_ms()
+        for n in range(2 * PAGE_SIZE + 1):
+            body = varied(load_example("40_"), sid=f"sid-{n:03}", notice_id=f"n-{n}")
+            store.record(load_callback(body), json.dumps(body).encode(), received_ms=now - n)
+        log_in(browser)
+
+        seen, page = [], browser.get("/dashboard/sessions?cname=class1024")
+        while True:
+            assert page.status_code == 200
+            seen += re.findall(r'data-sid="([^"]+)"', page.text)
+            link = re.search(r'rel="next" href="([^"]+)"', page.text)
+            if link is None:
+                break
+            assert "cname=class1024" in link.group(1)
+            page = browser.get(html.unescape(link.group(1)))
+
+        assert seen == [f"sid-{n:03}" for n in range(2 * PAGE_SIZE + 1)]
 
     def test_a_bad_filter_is_a_400_page_naming_it(self, browser: FlaskClient):
         log_in(browser)
