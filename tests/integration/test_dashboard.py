@@ -125,6 +125,27 @@ class TestLogin:
 
         assert browser.get("/dashboard/").status_code == 302
 
+    @pytest.mark.parametrize(
+        "page", ["/dashboard/login", "/dashboard/", "/dashboard/sessions?state=burning",
+                 f"/dashboard/sessions/{SID}"],
+    )  # fmt: skip
+    def test_pages_cannot_be_framed_sniffed_or_cached(self, browser: FlaskClient, page: str):
+        # Framed, the Acknowledge and Log out buttons could be clicked for the operator
+        # (clickjacking); cached, a page would outlive the logout in a shared browser.
+        if page != "/dashboard/login":
+            log_in(browser)
+
+        headers = browser.get(page).headers
+
+        policy = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in policy
+        assert "default-src 'none'" in policy
+        assert "script-src" not in policy  # no script at all: default-src 'none' holds
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "same-origin"
+        assert headers["Cache-Control"] == "no-store"
+
     @pytest.mark.parametrize("path", ["/agora/callback", "/api/v1/recordings", "/dashboards"])
     def test_no_session_is_opened_outside_the_dashboard(self, browser: FlaskClient, path: str):
         # Opening one costs a callback real CPU, and nothing outside the dashboard uses it.

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, Response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from marshmallow import ValidationError
 from redis.exceptions import RedisError
@@ -47,6 +47,26 @@ def require_login() -> ResponseReturnValue | None:
         return render_template("dashboard/error.html", message="The form has expired: reload "
                                "the page and try again."), 400  # fmt: skip
     return None
+
+
+# Every page: no script, no frame, no other origin. Inline styles only (the base template's
+# <style> and the progress bars' widths). Framed by another site, the Acknowledge and Log
+# out buttons could be clicked for a logged-in operator; cached, a page would outlive the
+# logout.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@bp.after_request
+def add_security_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 @bp.errorhandler(RedisError)
