@@ -188,8 +188,10 @@ def acknowledge(alert_id: str) -> ResponseReturnValue:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path inside the dashboard: a login link must not send anyone elsewhere."""
-    if target:
+    """Only a path inside the dashboard: a login link must not send anyone elsewhere.
+    Nor a control character: urlsplit drops CR and LF, and werkzeug refuses them in the
+    Location header, with a 500."""
+    if target and target.isprintable():
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc and parts.path.startswith("/dashboard"):
             return target
