@@ -338,7 +338,14 @@ def alerts_command(state: str, kind: str | None) -> None:
     for alert in _ops().alerts.in_state(state, limit=1000):  # type: ignore[arg-type]  # a Choice of the states
         if kind is None or alert.kind == kind:
             click.echo(f"{alert.id}  {alert.severity:8s} {alert.kind:22s} {alert.sid}  "
-                       f"{alert.message}")  # fmt: skip
+                       f"{_escape_controls(alert.message)}")  # fmt: skip
+
+
+def _escape_controls(text: str) -> str:
+    """Text from callbacks (an alert's message quotes Agora's errorMsg) as one inert line:
+    a control character, an escape sequence's ESC first, is written as Python writes it
+    ("\\x1b", "\\n"), so it can neither drive the terminal nor forge a line of output."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @main.command("ack")

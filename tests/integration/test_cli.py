@@ -16,10 +16,12 @@ from redis import Redis
 from tests.conftest import DATA, SECRET, load_example
 from webhook.cli import _cli_environment, main
 from webhook.config import Settings
+from webhook.events import EventType
 from webhook.schemas import load_callback
 from webhook.signature import HEADER_V2, sign
-from webhook.store import CallbackStore, Rejection
+from webhook.store import CallbackStore, Rejection, now_ms
 from webhook.store.alerts import AlertStore
+from workers.lifecycle import alerts_for_event
 
 SID = "38f8e3cfdc474cd56fc1ceba380d7e1a"
 
@@ -74,6 +76,27 @@ def test_alerts_lists_and_ack_acknowledges(cli: CliRunner, redis: Redis):
     assert acked.output.strip() == f"{alert.id} acknowledged"
     assert alert.id in after.output
     assert cli.invoke(main, ["ack", "al_nothing"]).exit_code == 1
+
+
+def test_alerts_prints_no_control_character_a_callback_brought(cli: CliRunner, redis: Redis):
+    # errorMsg is the callback's: an escape sequence in it would reach the operator's
+    # terminal (retitle it, move the cursor, hide lines), a newline would forge a line.
+    (spec,) = alerts_for_event(EventType.CLOUD_RECORDING_ERROR, {
+        "module": 0, "errorLevel": 5, "errorCode": 50,
+        "errorMsg": "boom\x1b]0;owned\x07\x1b[2K\r\nal_fake  critical",
+    }, SID)  # fmt: skip
+    AlertStore(redis).raise_alert(
+        sid=SID, cname="class1024", kind=spec.kind, message=spec.message, evidence={},
+        now_ms=now_ms(),
+    )  # fmt: skip
+
+    listed = cli.invoke(main, ["alerts"])
+
+    assert listed.exit_code == 0, listed.output
+    assert "\x1b" not in listed.output
+    assert "\r" not in listed.output
+    assert listed.output.count("\n") == 1
+    assert r"boom\x1b]0;owned\x07\x1b[2K\r\nal_fake  critical" in listed.output
 
 
 def test_replay_rejected_takes_a_kept_callback_in_again(cli: CliRunner, redis: Redis):
