@@ -57,6 +57,27 @@ class TestList:
         assert [r["sid"] for r in second["recordings"]] == ["sid-0"]
         assert second["next_cursor"] is None
 
+    @pytest.mark.parametrize("state", [None, "recording"])
+    def test_pages_reach_every_session_of_one_millisecond(
+        self, api: FlaskClient, redis: Redis, state: str | None
+    ):
+        # More sessions with one score than twice the page: the run of equal scores used
+        # to end the listing after the first two pages.
+        for n in range(7):
+            session(redis, f"sid-{n}", "room", T0)
+            RecordingStore(redis).set_state(f"sid-{n}", "recording", T0)
+        query = "limit=1" + (f"&state={state}" if state else "")
+
+        seen, cursor = [], ""
+        for _ in range(10):
+            page = get(api, f"/api/v1/recordings?{query}{cursor}")
+            seen += [r["sid"] for r in page["recordings"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = f"&cursor={page['next_cursor']}"
+
+        assert seen == [f"sid-{n}" for n in reversed(range(7))]
+
     def test_filters_by_channel_and_time(self, api: FlaskClient, redis: Redis):
         session(redis, "a", "room-a", T0)
         session(redis, "b", "room-b", T0 + 5000)
