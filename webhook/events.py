@@ -156,8 +156,7 @@ class Callback:
         """Upload progress 0..10000 of an uploading_progress event."""
         if self.event_type != EventType.UPLOADING_PROGRESS:
             return None
-        value = self.details.get("progress")
-        return value if isinstance(value, int) else None
+        return _whole_number(self.details.get("progress"))
 
     @property
     def files(self) -> tuple[RecordedFile, ...] | None:
@@ -171,5 +170,11 @@ class Callback:
 
     @property
     def detail_status(self) -> int | None:
-        value = self.details.get("status")
-        return value if isinstance(value, int) else None
+        return _whole_number(self.details.get("status"))
+
+
+def _whole_number(value: Any) -> int | None:
+    """An integer of the details, or None. Flagged details are kept as they came, where a
+    JSON true or false is a bool, which Python counts as an int: as the store's argument it
+    failed the write (a 503 to every resend) or read a false status as 0, normal."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -339,6 +339,23 @@ class TestValidation:
         assert summary.invalid == 1
         assert summary.upload_progress is None
 
+    @pytest.mark.parametrize(("prefix", "field"), [("33_", "progress"), ("31_", "status")])
+    def test_a_boolean_where_a_number_belongs_is_stored_flagged_not_refused(
+        self, post_callback: PostCallback, client: FlaskClient, prefix: str, field: str
+    ):
+        body = load_example(prefix)
+        body["payload"]["details"][field] = False
+
+        response = post_callback(body)
+
+        assert response.get_json() == {"result": "stored"}
+        (event,) = store_of(client).events(SID)
+        assert set(event.errors["payload"]["details"]) == {field}
+        summary = store_of(client).session(SID)
+        assert summary is not None
+        assert summary.upload_progress is None
+        assert summary.upload_ok is None
+
     def test_a_wrong_envelope_field_is_flagged_but_the_event_still_counts(
         self, post_callback: PostCallback, client: FlaskClient
     ):

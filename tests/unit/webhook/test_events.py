@@ -61,6 +61,15 @@ def test_progress_is_read_only_from_uploading_progress_events() -> None:
     assert Callback(notice_id="n", event_type=31, sid="s", details=details).progress is None
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_progress_or_status_is_no_number(value: bool) -> None:
+    # A flagged callback keeps its details as they came, and JSON's true is not 1.
+    details = {"progress": value, "status": value}
+
+    assert Callback(notice_id="n", event_type=33, sid="s", details=details).progress is None
+    assert Callback(notice_id="n", event_type=31, sid="s", details=details).detail_status is None
+
+
 def test_the_console_s_test_callbacks_are_known_by_their_channel_and_uid_together() -> None:
     assert is_console_test("test_webhook", "12121212")
     assert not is_console_test("test_webhook", "527841")
