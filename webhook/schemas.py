@@ -439,8 +439,17 @@ def _as_dict(messages: Any) -> dict[str, Any]:
     return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
+_WHOLE_NUMBER = WholeNumber()
+
+
 def _lenient_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A number of a flagged envelope, read as its field would be (a legacy string
+    sequence included), or None."""
+    try:
+        loaded: int = _WHOLE_NUMBER.deserialize(value)
+    except ValidationError:
+        return None
+    return loaded
 
 
 def _lenient_str(value: Any) -> str | None:

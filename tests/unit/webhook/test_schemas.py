@@ -447,6 +447,15 @@ def test_a_sequence_sent_as_a_string_is_read_as_agora_s_older_callbacks_meant() 
     assert callback.sequence == 5
 
 
+def test_a_string_sequence_is_read_even_when_another_envelope_field_is_flagged() -> None:
+    # Agora's older callbacks sent sequence as a string (FACTS §2.2); an unrelated flag
+    # must not cost the callback the sequence its redundant copies are matched on.
+    callback = load_callback(varied(load_example("31_"), sequence="23", sendts="x"))
+
+    assert set(callback.errors["payload"]) == {"sendts"}
+    assert callback.sequence == 23
+
+
 @pytest.mark.parametrize("number", [5.9, 5.0, "5.9"])
 def test_a_sequence_that_is_not_a_whole_number_is_flagged_not_truncated(number: Any) -> None:
     callback = load_callback(varied(load_example("31_"), sequence=number))
