@@ -43,8 +43,18 @@ class WholeNumber(fields.Integer):
     string); never a float. marshmallow's Integer truncates: 5.9 would be sequence 5, and a
     copy of event 5 besides."""
 
-    # What schema_compiler may return unchanged: an int passes as it is.
+    # What schema_compiler may return unchanged: an int passes as it is (its validators,
+    # this range included, still run).
     plain_type = int
+    # What orjson, which writes our JSON (the file list, the API), can encode. JSON
+    # integers within 64 bits are all orjson parses, so only a string can go beyond.
+    STORABLE: ClassVar = validate.Range(
+        -(2**63), 2**64 - 1, error="Cannot be stored: beyond 64 bits."
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.validators.insert(0, self.STORABLE)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
         if isinstance(value, float):

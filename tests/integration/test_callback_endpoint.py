@@ -356,6 +356,18 @@ class TestValidation:
         assert summary.upload_progress is None
         assert summary.upload_ok is None
 
+    def test_a_number_string_beyond_64_bits_is_stored_flagged_not_a_server_error(
+        self, post_callback: PostCallback, client: FlaskClient
+    ):
+        body = load_example("31_")
+        body["payload"]["details"]["fileList"][0]["sliceStartTime"] = "1" * 25
+
+        response = post_callback(body)
+
+        assert response.get_json() == {"result": "stored"}
+        (event,) = store_of(client).events(SID)
+        assert set(event.errors["payload"]["details"]["fileList"]["0"]) == {"sliceStartTime"}
+
     def test_a_wrong_envelope_field_is_flagged_but_the_event_still_counts(
         self, post_callback: PostCallback, client: FlaskClient
     ):

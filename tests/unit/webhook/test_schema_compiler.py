@@ -93,6 +93,7 @@ def test_the_other_spellings_agora_uses_are_accepted_on_the_fast_path() -> None:
         (("payload", "sequence"), 7.0),
         (("payload", "sequence"), True),
         (("payload", "sequence"), -1),  # a validator objects
+        (("payload", "sequence"), 2**64),  # beyond what the store's JSON can hold
         (("payload", "cname"), None),
         (("payload", "cname"), 12),
         (("productId",), 4),
