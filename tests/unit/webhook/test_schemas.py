@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import example_files, load_example, varied
 from webhook.errors import PayloadError
 from webhook.events import Callback, RecordedFile
-from webhook.schemas import load_callback
+from webhook.schemas import DETAILS_SCHEMAS, load_callback
 
 
 def with_details(body: dict[str, Any], **details: Any) -> dict[str, Any]:
@@ -304,6 +304,46 @@ def test_stream_state_events_without_utc_ms_are_flagged(prefix: str) -> None:
     callback = load_callback(without(load_example(prefix), "payload", "details", "UtcMs"))
 
     assert set(detail_errors(callback)) == {"UtcMs"}
+
+
+def lowercase_filename(entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
+        entry["filename"] = entry.pop("fileName")
+
+
+# Where Agora's sources disagree (FACTS §3 and §9), each reading, on an example.
+READINGS: dict[str, tuple[str, Any]] = {
+    "recordingMode 0 (EN individual, CN composite)": (
+        "03_", lambda b: b["payload"]["details"].update(recordingMode=0)),
+    "recordingMode 1 (EN composite, CN individual)": (
+        "03_", lambda b: b["payload"]["details"].update(recordingMode=1)),
+    "45 from the recorder module (EN)": ("45_", lambda b: b["payload"].update(serviceType=1)),
+    "45 from the uploader module (CN)": ("45_", lambda b: b["payload"].update(serviceType=2)),
+    "45 filename": ("45_", lambda b: lowercase_filename([b["payload"]["details"]])),
+    "90 filename (CN)": ("90_", lambda b: lowercase_filename([b["payload"]["details"]])),
+    "81 filename": ("81_", lambda b: lowercase_filename(
+        b["payload"]["details"]["uids"][0]["fileList"])),
+    "1001 filename": ("1001_", lambda b: lowercase_filename(b["payload"]["details"]["fileList"])),
+    "backuped in web mode, no fileList": ("32_", lambda b: b["payload"]["details"].pop("fileList")),
+    "70 without recorderStartTime (CN)": (
+        "70_", lambda b: b["payload"]["details"].pop("recorderStartTime")),
+    "sliceStartTime in seconds (query/stop docs)": ("31_", lambda b: [
+        f.update(sliceStartTime=f["sliceStartTime"] // 1000)
+        for f in b["payload"]["details"]["fileList"]]),
+    "no serviceScene (EN)": ("40_", lambda b: b["payload"].pop("serviceScene", None)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("reading", READINGS)
+def test_each_documented_reading_loads_without_errors_on_both_paths(reading: str) -> None:
+    prefix, change = READINGS[reading]
+    body = load_example(prefix)
+    change(body)
+    details = body["payload"]["details"]
+    schema = DETAILS_SCHEMAS[body["eventType"]]
+
+    assert load_callback(body).errors == {}
+    assert schema.load_fast(copy.deepcopy(details)) == schema.schema.load(details)
 
 
 # --- top-level sid ----------------------------------------------------------------------
