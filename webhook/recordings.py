@@ -36,6 +36,9 @@ FINAL_STATES: frozenset[str] = frozenset(
 # Agora's stop answers 206 with one of these codes (FACTS §6.3).
 STOP_CODE_NOT_COMPLETED = 65
 STOP_CODE_NOTHING_RECORDED = 435
+# ...and 400 with this one when the task is already exiting (duplicate stop, recorder kicked
+# out, maxIdleTime triggered).
+STOP_CODE_INVALID_OPERATION = 49
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,17 @@ class StopCall:
     @property
     def nothing_recorded(self) -> bool:
         return self.http_status == 206 and self.code == STOP_CODE_NOTHING_RECORDED
+
+    @property
+    def found_no_task(self) -> bool:
+        """404 "failed to find worker" or 400 code 49: Agora had no running task to stop, it
+        had ended or was exiting already (FACTS §6.3). Not a 404 "no Route matched", which
+        is a wrong URL or app id."""
+        if self.http_status == 400:
+            return self.code == STOP_CODE_INVALID_OPERATION
+        detail = self.response.get("reason") or self.response.get("message")
+        wrong_route = isinstance(detail, str) and detail.lower().startswith("no route")
+        return self.http_status == 404 and not wrong_route
 
     @property
     def upload_status_unknown(self) -> bool:

@@ -99,6 +99,13 @@ def has_started(summary: SessionSummary | None) -> bool:
     return summary is not None and any(summary.counts.get(t, 0) for t in START_EVENTS)
 
 
+def has_ended_by_itself(facts: RecordingFacts, summary: SessionSummary | None) -> bool:
+    """Agora ended the session (session_exit) before any stop of the app's reached it: no
+    stop, or one that found no task (404, 400 code 49: FACTS §6.3, §10.7 "already done")."""
+    exited = summary is not None and summary.counts.get(EventType.SESSION_EXIT, 0) > 0
+    return exited and (facts.stop is None or facts.stop.found_no_task)
+
+
 def file_names(facts: RecordingFacts, summary: SessionSummary | None) -> tuple[str, ...]:
     """The files Agora says it wrote: the callbacks' list, else the stop answer's."""
     if summary is not None and summary.files:
@@ -109,9 +116,9 @@ def file_names(facts: RecordingFacts, summary: SessionSummary | None) -> tuple[s
 def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verified: bool) -> State:
     """The lifecycle state the facts imply, whatever order they arrived in."""
     status = upload_status(facts, summary)
-    exited = summary is not None and summary.counts.get(EventType.SESSION_EXIT, 0) > 0
+    ended_by_agora = has_ended_by_itself(facts, summary)
     # The app never stopped it: Agora ended it (maxIdleTime), whatever was uploaded.
-    idle_exit = exited and facts.stop is None and facts.start is not None
+    idle_exit = ended_by_agora and facts.start is not None
     if summary is not None and summary.upload_ok is False:
         return "failed"
     if status == "backuped" and not verified:
@@ -122,7 +129,7 @@ def derive_state(facts: RecordingFacts, summary: SessionSummary | None, *, verif
         return "verified" if status == "backuped" else "uploaded"
     if facts.stop is not None and facts.stop.nothing_recorded:
         return "nothing_recorded"
-    if exited and facts.stop is None:
+    if ended_by_agora:
         return "exited_idle" if facts.start is not None else "exited"
     if facts.stop is not None:
         return "stopped"
@@ -245,8 +252,9 @@ def assess(
             "nobody published a stream.",
             {"http_status": stop.http_status, "code": stop.code},
         ))  # fmt: skip
-    if stop is None or not stop.upload_status_unknown:
-        # (A retried stop's answer may have settled an earlier 206 since.)
+    if stop is None or not stop.upload_status_unknown or has_ended_by_itself(facts, summary):
+        # (A retried stop's answer may have settled an earlier 206 since; a stop that found
+        # no task says nothing about an upload Agora's own exit ended.)
         resolved.append("upload_status_unknown")
     else:
         deadline = stop.stopped_ms + _ms(deadlines.upload_status)

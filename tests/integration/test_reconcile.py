@@ -87,6 +87,21 @@ def deliver(ctx: WorkerContext, prefix: str, sequence: int, at: int, **details: 
     ctx.callbacks.record(load_callback(body), json.dumps(body).encode(), received_ms=at)
 
 
+def deliver_to(
+    ctx: WorkerContext,
+    sid: str,
+    prefix: str,
+    sequence: int,
+    at: int,
+    received_at: int | None = None,
+) -> None:
+    """Like deliver(), for another session (and received when it says, if it says)."""
+    body = varied(load_example(prefix), sid=sid, sequence=sequence, sendts=at,
+                  notice_id=f"{sid}-{prefix}{sequence}")  # fmt: skip
+    ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                         received_ms=at if received_at is None else received_at)  # fmt: skip
+
+
 def put_recording(s3: S3Server, bucket: str, playlist: str, *, name: str | None = None) -> None:
     """A playlist and its two segments, as Agora's uploader writes them."""
     client = s3.client()
@@ -438,6 +453,32 @@ class TestOtherRules:
         assert decision.state == "exited_idle"
         assert ctx.recordings.facts(SID).state == "exited_idle"
         assert ctx.alerts.for_session(SID) == []
+
+    @pytest.mark.parametrize(
+        ("http_status", "response"),
+        [(404, {"code": 404, "reason": "failed to find worker"}),
+         (400, {"code": 49, "reason": "invalid operation"})],
+    )  # fmt: skip
+    def test_a_stop_that_finds_the_task_ended_by_agora_is_an_idle_exit_in_either_order(
+        self, ctx: WorkerContext, s3_bucket: str, http_status: int, response: dict[str, Any]
+    ):
+        # Agora ended it (maxIdleTime) and said so; the app's stop came after and found no
+        # task (FACTS §6.3). It used to be "stopped", upload status unknown: a critical alert.
+        exited_first, stopped_first = "exited-first", "stopped-first"
+        for sid in (exited_first, stopped_first):
+            ctx.recordings.record_start(sid, start(s3_bucket))
+            deliver_to(ctx, sid, "40_", 0, T0 + 1000)
+        stop = StopCall(http_status, response["code"], "unknown", (), response, T0 + 6 * MIN)
+        deliver_to(ctx, exited_first, "11_", 5, T0 + 5 * MIN)
+        ctx.recordings.record_stop(exited_first, stop)
+        ctx.recordings.record_stop(stopped_first, stop)
+        reconcile(ctx, stopped_first, T0 + 11 * MIN)  # no exit yet: unknown, alerted
+        assert kinds_of(ctx, stopped_first) == {"upload_status_unknown"}
+        deliver_to(ctx, stopped_first, "11_", 5, T0 + 5 * MIN, received_at=T0 + 12 * MIN)
+
+        for sid in (exited_first, stopped_first):
+            assert reconcile(ctx, sid, T0 + 12 * MIN).state == "exited_idle"
+            assert kinds_of(ctx, sid) == set()
 
 
 def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(

@@ -183,6 +183,16 @@ class TestStopRules:
 
         assert "upload_status_unknown" in decision.resolve_kinds
 
+    def test_a_wrong_route_s_404_on_stop_is_no_sign_the_task_had_ended(self):
+        route = {"message": "no Route matched with those values"}
+        known = facts(stop=stop(http_status=404, code=None, uploading_status="unknown",
+                                file_names=(), response=route))  # fmt: skip
+
+        decision = assess(known, summary(counts={40: 1, 11: 1}), DEADLINES, T0 + 15 * MIN)
+
+        assert decision.state == "stopped"
+        assert "upload_status_unknown" in kinds(decision.raise_alerts)
+
     def test_nothing_recorded_is_its_own_alert_and_final(self):
         known = facts(stop=stop(http_status=206, code=435, uploading_status=None))
 
