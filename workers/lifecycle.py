@@ -355,7 +355,10 @@ def assess(
              "only_in_callbacks": sorted(callback_files - stop_files)},
         ))  # fmt: skip
 
-    if state in ("verified", "uploaded"):
+    # A clean upload however the session ended: the app's stop, or Agora's idle exit
+    # (exited_idle), which may come before or after the upload (FACTS §2: 31 after 11).
+    status = upload_status(facts, summary)
+    if state != "failed" and (status == "uploaded" or (status == "backuped" and verified)):
         resolved.extend(ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD)
 
     raised_kinds = {a.kind for a in raised}

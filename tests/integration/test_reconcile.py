@@ -480,6 +480,25 @@ class TestOtherRules:
             assert reconcile(ctx, sid, T0 + 12 * MIN).state == "exited_idle"
             assert kinds_of(ctx, sid) == set()
 
+    def test_a_clean_upload_resolves_the_failover_whether_the_idle_exit_came_before_or_after(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        # FACTS §2: uploaded (31) can arrive after session_exit (11). With the exit first,
+        # the session was exited_idle when the upload came, and the failover stayed open.
+        order = {"upload-first": ("31_", "11_"), "exit-first": ("11_", "31_")}
+        for sid, prefixes in order.items():
+            ctx.recordings.record_start(sid, start(s3_bucket))
+            deliver_to(ctx, sid, "40_", 0, T0 + 1000)
+            for prefix in ("12_", *prefixes):
+                body = varied(load_example(prefix), sid=sid, notice_id=f"{sid}-{prefix}")
+                stored = ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                                              received_ms=T0 + 30 * MIN)  # fmt: skip
+                follow_up_callback(ctx, sid, body["noticeId"], stored.entry_id, T0 + 30 * MIN)
+
+        for sid in order:
+            assert ctx.recordings.facts(sid).state == "exited_idle"
+            assert kinds_of(ctx, sid) == set()
+
 
 def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(
     ctx: WorkerContext,
