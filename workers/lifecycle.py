@@ -18,6 +18,16 @@ from webhook.store import SessionSummary
 
 START_EVENTS = (EventType.RECORDER_STARTED, EventType.UPLOADER_STARTED,
                 EventType.WEB_RECORDER_STARTED)  # fmt: skip
+# Events only a recorder that did start sends (FACTS §3: the first slice, stream states,
+# progress every minute after recording starts, the first M3U8, files): each says it
+# started as surely as its start events, which NCS may drop after 3 retries or send late
+# (§5.1, §5.2). Not an exit, a leave, an error or a web stop: they come from a recorder
+# that failed to start too (exitStatus 1, leaveCode 0, start_engine_failed).
+RUNNING_EVENTS = (*START_EVENTS, EventType.CLOUD_RECORDING_FILE_INFOS, EventType.UPLOADED,
+                  EventType.BACKUPED, EventType.UPLOADING_PROGRESS,
+                  EventType.RECORDER_SLICE_START, EventType.RECORDER_AUDIO_STREAM_STATE_CHANGED,
+                  EventType.RECORDER_VIDEO_STREAM_STATE_CHANGED,
+                  EventType.RECORDER_SNAPSHOT_FILE)  # fmt: skip
 # Problems Agora had on the way that a complete, clean upload makes moot.
 ERROR_KINDS_RESOLVED_BY_A_CLEAN_UPLOAD = ("failover", "upload_warning", "recording_error")
 CONTACT_SUPPORT = (
@@ -96,7 +106,7 @@ def _reported_backuped(facts: RecordingFacts, summary: SessionSummary | None) ->
 
 
 def has_started(summary: SessionSummary | None) -> bool:
-    return summary is not None and any(summary.counts.get(t, 0) for t in START_EVENTS)
+    return summary is not None and any(summary.counts.get(t, 0) for t in RUNNING_EVENTS)
 
 
 def has_ended_by_itself(facts: RecordingFacts, summary: SessionSummary | None) -> bool:

@@ -439,6 +439,24 @@ class TestOtherRules:
         reconcile(ctx, SID, T0 + 3 * MIN)
         assert open_kinds(ctx) == set()
 
+    def test_a_recorder_whose_start_events_were_lost_but_that_records_is_not_unstarted(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        # 40 and 30 dropped after NCS's retries (FACTS §5.1); the first slice (42) and the
+        # minute's progress (33) say the recorder runs. It used to alert at two minutes and,
+        # with the session ended by Agora (no stop), never resolve.
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "42_", 2, T0 + 5000)
+        deliver(ctx, "33_", 3, T0 + MIN)
+        recording = reconcile(ctx, SID, T0 + 2 * MIN)
+        deliver(ctx, "31_", 23, T0 + 9 * MIN)
+        deliver(ctx, "11_", 24, T0 + 9 * MIN + 1000)
+        ended = reconcile(ctx, SID, T0 + 10 * MIN)
+
+        assert recording.state == "recording"
+        assert ended.state == "exited_idle"
+        assert ctx.alerts.for_session(SID) == []
+
     def test_an_idle_exit_without_stop_is_recorded_as_exited_idle(
         self,
         ctx: WorkerContext,
