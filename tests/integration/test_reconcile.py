@@ -517,6 +517,31 @@ class TestOtherRules:
             assert ctx.recordings.facts(sid).state == "exited_idle"
             assert kinds_of(ctx, sid) == set()
 
+    def test_a_file_list_mismatch_resolves_when_a_later_upload_names_the_stop_s_files(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        # After a failover the recorder that took over (another uid) uploads its own bak0_
+        # files (FACTS §5.4), and the stop it answered lists them; the first recorder's
+        # uploaded came first. Condition cleared, the alert stayed open.
+        takeover = f"bak0_{SID}_class1024__uid_s_57297__uid_e_audio.m3u8"
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "40_", 0, T0 + 1000)
+        deliver(ctx, "31_", 23, T0 + 9 * MIN)
+        stop = StopCall(200, None, "uploaded", (takeover,), {}, T0 + 10 * MIN)
+        ctx.recordings.record_stop(SID, stop)
+        reconcile(ctx, SID, T0 + 10 * MIN)
+        assert open_kinds(ctx) == {"file_list_mismatch"}
+        body = varied(load_example("31_"), uid="999001", sequence=30, sendts=T0 + 10 * MIN,
+                      notice_id="takeover-31")  # fmt: skip
+        body["payload"]["details"]["fileList"] = [{"fileName": takeover, "trackType": "audio"}]
+        ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                             received_ms=T0 + 11 * MIN)  # fmt: skip
+
+        decision = reconcile(ctx, SID, T0 + 11 * MIN)
+
+        assert decision.state == "uploaded"
+        assert open_kinds(ctx) == set()
+
 
 def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(
     ctx: WorkerContext,
