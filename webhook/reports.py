@@ -157,7 +157,7 @@ def summary_document(summary: SessionSummary | None) -> dict[str, Any] | None:
         "invalid": summary.invalid, "unknown_type": summary.unknown_type,
         "duplicates": summary.duplicates, "redundant": summary.redundant,
         "upload_progress": summary.upload_progress, "upload_status": summary.upload_status,
-        "upload_ok": summary.upload_ok,
+        "upload_ok": summary.upload_ok, "upload_failures": summary.upload_failures,
         "files": [{"file_name": f.file_name, "track_type": f.track_type, "uid": f.uid,
                    "slice_start_ms": f.slice_start_ms} for f in summary.files],
         "max_sequence": summary.max_sequence, "sequence_gaps": summary.sequence_gaps,

@@ -349,11 +349,17 @@ def assess(
         ))  # fmt: skip
 
     # 8. an upload Agora itself calls failed, and a stop file list the callbacks contradict.
-    if summary is not None and summary.upload_ok is False:
+    # Any abnormal upload, not only the latest: after a failover one recorder's upload may
+    # fail and the next one's succeed, and the alert must not depend on their arrival order.
+    if summary is not None and (summary.upload_failures or summary.upload_ok is False):
+        failures = max(summary.upload_failures, 1)
         raised.append(AlertSpec(
             "upload_failed",
-            f"Agora reported {summary.upload_status} with a non-zero status for {facts.sid}.",
-            {"upload_status": summary.upload_status, "files": list(files)},
+            f"Agora reported {failures} upload(s) with a non-zero status for {facts.sid} "
+            f"(the latest: {summary.upload_status}, "
+            f"{'failed' if summary.upload_ok is False else 'normal'}).",
+            {"upload_status": summary.upload_status, "upload_failures": failures,
+             "latest_upload_ok": summary.upload_ok, "files": list(files)},
         ))  # fmt: skip
     callback_files = {f.file_name for f in summary.files} if summary else set()
     stop_files = set(stop.file_names) if stop is not None else set()

@@ -542,6 +542,31 @@ class TestOtherRules:
         assert decision.state == "uploaded"
         assert open_kinds(ctx) == set()
 
+    def test_a_failed_upload_alerts_whether_it_came_before_or_after_a_clean_one(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        # After a failover the first recorder's uploaded may report a non-zero status and
+        # the takeover's a normal one (FACTS §5.4). The latest decides the state, but the
+        # failure must be raised in either arrival order: it was raised only when it came
+        # first, while it was the latest seen.
+        for sid, order in {"failed-first": (1, 0), "clean-first": (0, 1)}.items():
+            ctx.recordings.record_start(sid, start(s3_bucket))
+            deliver_to(ctx, sid, "40_", 0, T0 + 1000)
+            for status in order:
+                body = varied(load_example("31_"), sid=sid, notice_id=f"{sid}-31-{status}",
+                              sequence=20 + status, sendts=T0 + (9 - status) * MIN)  # fmt: skip
+                body["payload"]["details"]["status"] = status
+                ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                                     received_ms=T0 + 10 * MIN)  # fmt: skip
+                reconcile(ctx, sid, T0 + 10 * MIN)
+
+        for sid in ("failed-first", "clean-first"):
+            assert ctx.recordings.facts(sid).state == "uploaded"  # the clean one is the latest
+            assert kinds_of(ctx, sid) == {"upload_failed"}
+            (alert,) = ctx.alerts.for_session(sid)
+            assert alert.evidence["upload_failures"] == 1
+            assert "1 upload(s) with a non-zero status" in alert.message
+
 
 def test_the_callback_follow_up_job_raises_the_event_alert_and_reconciles(
     ctx: WorkerContext,

@@ -87,6 +87,19 @@ class TestSummary:
 
         assert summary(store).upload_ok is False
 
+    def test_every_abnormal_upload_is_counted_even_when_a_later_one_is_normal(
+        self, store: CallbackStore
+    ):
+        failed = event("31_", 22, 4_000, "n1", status=1)
+        record(store, failed)
+        record(store, failed)  # Agora's resend: counted once
+        record(store, {**failed, "noticeId": "n1-copy"})  # a redundant copy: not counted
+        record(store, event("32_", 23, 4_500, "n2", status=2))
+        record(store, event("31_", 24, 5_000, "n3", status=0))
+
+        found = summary(store)
+        assert (found.upload_ok, found.upload_failures) == (True, 2)
+
     def test_sequence_gaps_count_the_numbers_never_received(self, store: CallbackStore):
         for sequence in (0, 1, 4, 6):
             record(store, event("33_", sequence, 1_000 + sequence, f"n{sequence}"))

@@ -110,6 +110,8 @@ class SessionSummary:
     upload_progress: int | None
     upload_status: str | None
     upload_ok: bool | None
+    # 31/32 events with a non-zero status, whichever is the latest.
+    upload_failures: int
     files: tuple[RecordedFile, ...]
     max_sequence: int | None
     sequence_gaps: int
@@ -675,6 +677,7 @@ def _summary(sid: str, data: Mapping[bytes, bytes], files_raw: bytes | None) -> 
         upload_progress=_int(data.get(b"upload_progress")),
         upload_status=_text(data.get(b"upload_status")),
         upload_ok=None if not upload_ok else upload_ok == b"1",
+        upload_failures=int(data.get(b"upload_failures", 0)),
         files=files,
         max_sequence=_int(data.get(b"max_sequence")),
         sequence_gaps=int(data.get(b"sequence_gaps", 0)),

@@ -65,7 +65,8 @@ def summary(counts: dict[int, int] | None = None, **changes: Any) -> SessionSumm
         last_seen_ms=T0 + 9 * MIN, first_event_ms=T0 + 1000, last_event_ms=T0 + 9 * MIN,
         last_event_type=33, events=10, counts=counts or {40: 1, 30: 1, 33: 8}, invalid=0,
         unknown_type=0, duplicates=0, redundant=0, upload_progress=None, upload_status=None,
-        upload_ok=None, files=(), max_sequence=9, sequence_gaps=0, sequence_beyond_limit=0,
+        upload_ok=None, upload_failures=0, files=(), max_sequence=9, sequence_gaps=0,
+        sequence_beyond_limit=0,
     )  # fmt: skip
     return replace(base, **changes)
 

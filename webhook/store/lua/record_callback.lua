@@ -204,6 +204,11 @@ if upload ~= '' and is_latest(upload_at) then
   put('upload_status', upload)
   put('upload_ok', upload_ok)
 end
+if upload_ok == '0' then
+  -- Every abnormal upload counts, not only the latest: after a failover one recorder's may
+  -- fail and the next one's succeed, and the alert must not depend on which came first.
+  redis.call('HINCRBY', session, 'upload_failures', 1)
+end
 if files ~= '' and is_latest(files_at) then
   -- Kept out of the summary hash: a long value would cost the hash its compact encoding.
   put('files_at', late_pos)
