@@ -666,6 +666,21 @@ class TestQueryPolling:
         assert "upload_unconfirmed" in kinds_of(polling, sid)
         agora.close()
 
+    def test_an_earlier_failover_handled_late_does_not_shorten_the_grace(
+        self, polling: WorkerContext, s3_bucket: str
+    ):
+        # Two failovers, their jobs run out of order (or RQ re-runs the first one's).
+        agora, resource_id, sid = self.started(polling, s3_bucket)
+        agora.stop(resource_id, sid, "individual", "class1024", "527841")
+        reconcile(polling, sid, T0 + MIN)  # a 404
+        polling.recordings.mark_failover(sid, T0 + MIN + 60_000)
+        polling.recordings.mark_failover(sid, T0 + MIN - 30_000)
+
+        assert polling.recordings.facts(sid).failover_ms == T0 + MIN + 60_000
+        reconcile(polling, sid, T0 + MIN + 90_000)  # within 90 s of the later failover
+        assert "upload_unconfirmed" not in kinds_of(polling, sid)
+        agora.close()
+
     def test_a_task_running_again_clears_the_404s(self, polling: WorkerContext, s3_bucket: str):
         agora, _, sid = self.started(polling, s3_bucket)
         polling.recordings.record_query(sid, at_ms=T0, http_status=404, task_gone=True)

@@ -245,9 +245,16 @@ class RecordingStore:
         pipe.execute()
 
     def mark_failover(self, sid: str, at_ms: int) -> None:
+        """When the latest failover was reported: the migration grace runs from it. The job
+        of an earlier failover, run late or re-run by RQ, must not move it back (callers
+        hold the session lock)."""
         key = keys.recording(sid)
-        self.redis.hset(key, "failover_ms", at_ms)
-        self.redis.expire(key, self.retention)
+        current = _int(cast(bytes | None, self.redis.hget(key, "failover_ms")))
+        pipe = self.redis.pipeline(transaction=True)
+        if current is None or at_ms > current:
+            pipe.hset(key, "failover_ms", at_ms)
+        pipe.expire(key, self.retention)
+        pipe.execute()
 
     def set_verification(
         self, sid: str, *, verified_ms: int | None, details: Mapping[str, Any]
