@@ -452,9 +452,10 @@ def _as_dict(messages: Any) -> dict[str, Any]:
 _WHOLE_NUMBER = WholeNumber()
 
 
-def _lenient_int(value: Any) -> int | None:
-    """A number of a flagged envelope, read as its field would be (a legacy string
-    sequence included), or None."""
+def whole_number(value: Any) -> int | None:
+    """A number of Agora's JSON read as its field is validated (an integer or the string of
+    one, as the legacy sequence was; never a bool or a float), or None. For readers of a
+    stored body, such as a flagged envelope here or the workers' alert rules."""
     try:
         loaded: int = _WHOLE_NUMBER.deserialize(value)
     except ValidationError:
@@ -504,18 +505,18 @@ def load_callback(doc: Any) -> Callback:
             details=details,
             errors=errors,
         )
-    sequence = _lenient_int(payload.get("sequence"))
+    sequence = whole_number(payload.get("sequence"))
     return Callback(
         notice_id=notice_id,
         event_type=event_type,
         sid=sid,
-        product_id=_lenient_int(doc.get("productId")),
-        notify_ms=_lenient_int(doc.get("notifyMs")),
+        product_id=whole_number(doc.get("productId")),
+        notify_ms=whole_number(doc.get("notifyMs")),
         cname=_lenient_str(payload.get("cname")),
         uid=_lenient_str(payload.get("uid")),
         sequence=sequence if sequence is not None and sequence >= 0 else None,
-        sendts=_lenient_int(payload.get("sendts")),
-        service_type=_lenient_int(payload.get("serviceType")),
+        sendts=whole_number(payload.get("sendts")),
+        service_type=whole_number(payload.get("serviceType")),
         details=details,
         errors=errors,
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from webhook.events import EventType
 from webhook.recordings import FINAL_STATES, RecordingFacts, State
+from webhook.schemas import whole_number
 from webhook.store import SessionSummary
 
 START_EVENTS = (EventType.RECORDER_STARTED, EventType.UPLOADER_STARTED,
@@ -412,8 +413,8 @@ def alerts_for_event(
         ),)  # fmt: skip
     if (
         event_type == EventType.CLOUD_RECORDING_WARNING
-        and details.get("module") == MODULE_UPLOADER
-        and details.get("warnCode") == WARN_SLICE_TO_BACKUP
+        and whole_number(details.get("module")) == MODULE_UPLOADER
+        and whole_number(details.get("warnCode")) == WARN_SLICE_TO_BACKUP
     ):
         return (AlertSpec(
             "upload_warning",
@@ -438,7 +439,7 @@ def alerts_for_event(
         ),)  # fmt: skip
     if (
         event_type == EventType.WEB_RECORDER_STOPPED
-        and details.get("code") not in WEB_STOP_CODES_OK
+        and whole_number(details.get("code")) not in WEB_STOP_CODES_OK
     ):
         return (AlertSpec(
             "recording_error",

@@ -257,6 +257,15 @@ class TestEventAlerts:
     def test_a_slice_re_uploaded_to_your_storage_does_not(self):
         assert alerts_for_event(2, {"module": 1, "warnCode": 31}, SID) == ()
 
+    def test_numbers_sent_as_strings_are_read_as_the_callback_was_validated(self):
+        # The schemas take the string of an integer (Agora's legacy numbers), so such a
+        # callback is valid, and its rules must read it alike: the warning was missed and
+        # a web recording's normal end raised an error.
+        (alert,) = alerts_for_event(2, {"module": "1", "warnCode": "32"}, SID)
+        assert alert.kind == "upload_warning"
+        assert alerts_for_event(71, {"code": "0", "message": "ok"}, SID) == ()
+        assert alerts_for_event(71, {"code": True, "message": "ok"}, SID) != ()  # not a number
+
     def test_failover_is_a_warning_that_explains_the_404s(self):
         (alert,) = alerts_for_event(12, {"newUid": 3957220413}, SID)
         assert alert.kind == "failover"
