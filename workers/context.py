@@ -74,7 +74,16 @@ class WorkerContext:
         (32), by the recorder that took over after a failover say, names its own files
         while the backed-up ones must reach the bucket too."""
         names = dict.fromkeys(file_names(facts, summary))
-        for event in self.callbacks.events(facts.sid):
+        names.update(dict.fromkeys(self.files_named_by_callbacks(facts.sid)))
+        if facts.stop is not None:
+            names.update(dict.fromkeys(facts.stop.file_names))
+        return tuple(names)
+
+    def files_named_by_callbacks(self, sid: str) -> tuple[str, ...]:
+        """Every file any stored upload callback of the session named, once each, in the
+        order of its log (the summary keeps only the latest list)."""
+        names: dict[str, None] = {}
+        for event in self.callbacks.events(sid):
             if event.event_type not in FILE_LIST_EVENTS or event.redundant_of:
                 continue
             try:
@@ -82,8 +91,6 @@ class WorkerContext:
             except PayloadError:  # pragma: no cover - it was loaded once to be stored
                 continue
             names.update(dict.fromkeys(f.file_name for f in files or ()))
-        if facts.stop is not None:
-            names.update(dict.fromkeys(facts.stop.file_names))
         return tuple(names)
 
     @property

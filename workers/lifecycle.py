@@ -7,7 +7,7 @@ facts, never an order of arrival, so the same facts always give the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -204,14 +204,25 @@ def needs_storage_check(
     return facts.backuped_ms is not None and now_ms >= facts.backuped_ms + _ms(deadlines.backup)
 
 
+def stop_names_unlisted_files(facts: RecordingFacts, summary: SessionSummary | None) -> bool:
+    """The stop's file list names files the latest upload callback's list lacks. The
+    summary keeps only that list: the earlier callbacks' lists (another recorder's, after a
+    failover) may hold them, which assess() is then told (named_earlier)."""
+    if facts.stop is None or summary is None or not summary.files:
+        return False
+    return not set(facts.stop.file_names) <= {f.file_name for f in summary.files}
+
+
 def assess(
     facts: RecordingFacts,
     summary: SessionSummary | None,
     deadlines: Deadlines,
     now_ms: int,
     verification: Verification | None = None,
+    named_earlier: Collection[str] = (),
 ) -> Assessment:
-    """Apply every rule; the caller has run the storage check when needs_storage_check()."""
+    """Apply every rule; the caller has run the storage check when needs_storage_check(),
+    and passes the files earlier upload callbacks named when stop_names_unlisted_files()."""
     verified = facts.verified_ms is not None or bool(verification and verification.verified)
     state = derive_state(facts, summary, verified=verified)
     raised: list[AlertSpec] = []
@@ -363,6 +374,8 @@ def assess(
              "latest_upload_ok": summary.upload_ok, "files": list(files)},
         ))  # fmt: skip
     callback_files = {f.file_name for f in summary.files} if summary else set()
+    if callback_files:
+        callback_files.update(named_earlier)
     stop_files = set(stop.file_names) if stop is not None else set()
     if not (callback_files and stop_files and not stop_files <= callback_files):
         resolved.append("file_list_mismatch")  # (a later callback may name them)

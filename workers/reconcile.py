@@ -29,6 +29,7 @@ from workers.lifecycle import (
     assess,
     needs_query,
     needs_storage_check,
+    stop_names_unlisted_files,
     upload_status,
 )
 from workers.notify import announce_pending
@@ -85,7 +86,10 @@ def reconcile(ctx: WorkerContext, sid: str, now: int) -> Assessment:
                      "at_ms": now},
         )  # fmt: skip
         facts = ctx.recordings.facts(sid)
-    assessment = assess(facts, summary, ctx.deadlines, now, verification)
+    named_earlier: tuple[str, ...] = ()
+    if stop_names_unlisted_files(facts, summary):  # rare: the log is read only then
+        named_earlier = ctx.files_named_by_callbacks(sid)
+    assessment = assess(facts, summary, ctx.deadlines, now, verification, named_earlier)
     apply(ctx, sid, assessment, now, cname=(summary.cname if summary else None)
           or (facts.start.cname if facts.start else None))  # fmt: skip
     ctx.counters.count("reconciled", assessment.state)

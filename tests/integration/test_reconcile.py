@@ -148,6 +148,19 @@ def stopped_not_completed(ctx: WorkerContext, bucket: str) -> int:
     return stopped_at
 
 
+# After a failover the recorder that took over (another uid) uploads its own bak0_ files.
+TAKEOVER_FILE = f"bak0_{SID}_class1024__uid_s_57297__uid_e_audio.m3u8"
+
+
+def takeover_uploaded(ctx: WorkerContext) -> None:
+    """The uploaded (31) of the recorder that took over SID, naming TAKEOVER_FILE only."""
+    body = varied(load_example("31_"), uid="999001", sequence=30, sendts=T0 + 10 * MIN,
+                  notice_id="takeover-31")  # fmt: skip
+    body["payload"]["details"]["fileList"] = [{"fileName": TAKEOVER_FILE, "trackType": "audio"}]
+    ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
+                         received_ms=T0 + 11 * MIN)  # fmt: skip
+
+
 def open_kinds(ctx: WorkerContext) -> set[str]:
     return kinds_of(ctx, SID)
 
@@ -523,23 +536,34 @@ class TestOtherRules:
         # After a failover the recorder that took over (another uid) uploads its own bak0_
         # files (FACTS §5.4), and the stop it answered lists them; the first recorder's
         # uploaded came first. Condition cleared, the alert stayed open.
-        takeover = f"bak0_{SID}_class1024__uid_s_57297__uid_e_audio.m3u8"
         ctx.recordings.record_start(SID, start(s3_bucket))
         deliver(ctx, "40_", 0, T0 + 1000)
         deliver(ctx, "31_", 23, T0 + 9 * MIN)
-        stop = StopCall(200, None, "uploaded", (takeover,), {}, T0 + 10 * MIN)
+        stop = StopCall(200, None, "uploaded", (TAKEOVER_FILE,), {}, T0 + 10 * MIN)
         ctx.recordings.record_stop(SID, stop)
         reconcile(ctx, SID, T0 + 10 * MIN)
         assert open_kinds(ctx) == {"file_list_mismatch"}
-        body = varied(load_example("31_"), uid="999001", sequence=30, sendts=T0 + 10 * MIN,
-                      notice_id="takeover-31")  # fmt: skip
-        body["payload"]["details"]["fileList"] = [{"fileName": takeover, "trackType": "audio"}]
-        ctx.callbacks.record(load_callback(body), json.dumps(body).encode(),
-                             received_ms=T0 + 11 * MIN)  # fmt: skip
+        takeover_uploaded(ctx)
 
         decision = reconcile(ctx, SID, T0 + 11 * MIN)
 
         assert decision.state == "uploaded"
+        assert open_kinds(ctx) == set()
+
+    def test_a_stop_listing_both_recorders_files_after_a_failover_matches_the_callbacks(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        # Each recorder's uploaded names its own files (FACTS §5.4: bak0_ after a failover)
+        # and the summary keeps the latest list only: a stop naming both was a mismatch.
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        deliver(ctx, "40_", 0, T0 + 1000)
+        deliver(ctx, "31_", 23, T0 + 9 * MIN)
+        first = {f.file_name for f in ctx.callbacks.session(SID).files}  # type: ignore[union-attr]
+        takeover_uploaded(ctx)
+        both = (*sorted(first), TAKEOVER_FILE)
+        ctx.recordings.record_stop(SID, StopCall(200, None, "uploaded", both, {}, T0 + 11 * MIN))
+
+        assert reconcile(ctx, SID, T0 + 11 * MIN).state == "uploaded"
         assert open_kinds(ctx) == set()
 
     def test_a_failed_upload_alerts_whether_it_came_before_or_after_a_clean_one(
