@@ -29,6 +29,11 @@ KINDS: Mapping[str, Severity] = {
 }
 
 
+# An alert of a kind may be raised at another severity than its default (an Agora error
+# of debug level is info); the most severe raise of an episode decides it.
+SEVERITY_RANK: Mapping[Severity, int] = {"info": 0, "warning": 1, "critical": 2}
+
+
 def alert_id(sid: str, kind: str) -> str:
     """Stable id of the one alert of this kind for this session (URL-safe)."""
     return "al_" + hashlib.sha256(f"{sid}\n{kind}".encode()).hexdigest()[:24]

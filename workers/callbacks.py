@@ -53,6 +53,7 @@ def follow_up_callback(
             _, transition = ctx.alerts.raise_alert(
                 sid=sid, cname=cname, kind=spec.kind, message=spec.message,
                 evidence={**spec.evidence, "notice_id": notice_id}, now_ms=now,
+                severity=spec.severity,
             )  # fmt: skip
             if transition:
                 ctx.counters.count("alert_raised", spec.kind)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from webhook.alerts import Severity
 from webhook.events import EventType
 from webhook.recordings import FINAL_STATES, RecordingFacts, State
 from webhook.schemas import whole_number
@@ -66,6 +67,8 @@ class AlertSpec:
     kind: str
     message: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    # None: the kind's default (webhook.alerts.KINDS).
+    severity: Severity | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +416,22 @@ MODULE_UPLOADER = 1
 WEB_STOP_CODES_OK = (0, 1)  # ok, max_recording_hour
 
 
+# Agora's errorLevel (FACTS §3): 1 debug, 2 minor, 3 medium, 4 major, 5 fatal.
+ERROR_LEVEL_DEBUG, ERROR_LEVEL_MINOR = 1, 2
+
+
+def error_severity(details: Mapping[str, Any]) -> Severity:
+    """How loud an Agora error (event 1) is: a debug one is info (kept, never delivered), a
+    minor one a warning, the rest critical. The uploader's errors are critical at any
+    level (files may be missing), as is an error that gives no level."""
+    level = whole_number(details.get("errorLevel"))
+    if whole_number(details.get("module")) == MODULE_UPLOADER or level is None:
+        return "critical"
+    if level <= ERROR_LEVEL_DEBUG:
+        return "info"
+    return "warning" if level == ERROR_LEVEL_MINOR else "critical"
+
+
 def alerts_for_event(
     event_type: int, details: Mapping[str, Any], sid: str
 ) -> tuple[AlertSpec, ...]:
@@ -423,6 +442,7 @@ def alerts_for_event(
             f"Agora error {details.get('errorCode')} in module {details.get('module')} "
             f"(level {details.get('errorLevel')}) for {sid}: {details.get('errorMsg', '')}",
             {k: details.get(k) for k in ("module", "errorLevel", "errorCode", "stat", "errorMsg")},
+            error_severity(details),
         ),)  # fmt: skip
     if (
         event_type == EventType.CLOUD_RECORDING_WARNING

@@ -124,7 +124,7 @@ def apply(
     for spec in assessment.raise_alerts:
         _, transition = ctx.alerts.raise_alert(
             sid=sid, cname=cname, kind=spec.kind, message=spec.message,
-            evidence=spec.evidence, now_ms=now,
+            evidence=spec.evidence, now_ms=now, severity=spec.severity,
         )  # fmt: skip
         if transition:
             ctx.counters.count("alert_raised", spec.kind)

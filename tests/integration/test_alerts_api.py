@@ -9,6 +9,7 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 
+from webhook.alerts import Alert, Severity, Transition, alert_id
 from webhook.app import create_app
 from webhook.config import Settings
 from webhook.store import now_ms
@@ -110,3 +111,29 @@ def test_an_acknowledge_racing_a_resolve_never_brings_the_alert_back(redis: Redi
 
     assert {store.get(i).state for i in ids} == {"resolved"}  # type: ignore[union-attr]  # all raised above
     assert redis.zcard("agora:alerts:acknowledged") == redis.zcard("agora:alerts:open") == 0
+
+
+def raise_error(
+    store: AlertStore, sid: str, severity: Severity, at: int
+) -> tuple[Alert, Transition | None]:
+    return store.raise_alert(sid=sid, cname="room", kind="recording_error",
+                             message=f"a {severity} error", evidence={"severity": severity},
+                             now_ms=at, severity=severity)  # fmt: skip
+
+
+def test_the_most_severe_raise_decides_an_alert_whatever_the_order(redis: Redis):
+    # Agora's debug-level error opens the alert as info; a fatal one of the same session,
+    # before or after it, makes it critical and says what the fatal one said.
+    store = AlertStore(redis)
+    raise_error(store, "mild-first", "info", 1_000)
+    store.acknowledge(alert_id("mild-first", "recording_error"), now_ms=1_500)
+    _, escalation = raise_error(store, "mild-first", "critical", 2_000)
+    raise_error(store, "severe-first", "critical", 1_000)
+    _, milder = raise_error(store, "severe-first", "info", 2_000)
+
+    assert (escalation, milder) == ("raised", None)  # the sinks hear of the escalation
+    for sid in ("mild-first", "severe-first"):
+        alert = store.get(alert_id(sid, "recording_error"))
+        assert alert is not None
+        assert (alert.severity, alert.state) == ("critical", "open")  # the ack covered info
+        assert (alert.message, alert.evidence) == ("a critical error", {"severity": "critical"})

@@ -10,7 +10,15 @@ import orjson
 from redis import Redis
 from redis.client import Pipeline
 
-from webhook.alerts import KINDS, Alert, AlertState, Severity, Transition, alert_id
+from webhook.alerts import (
+    KINDS,
+    SEVERITY_RANK,
+    Alert,
+    AlertState,
+    Severity,
+    Transition,
+    alert_id,
+)
 from webhook.store import keys
 
 STATES: tuple[AlertState, ...] = ("open", "acknowledged", "resolved")
@@ -49,29 +57,36 @@ class AlertStore:
     ) -> tuple[Alert, Transition | None]:
         """Open the alert, or refresh its evidence if it is already open or acknowledged.
 
-        Returns the alert and "raised" when it was not active before (new or resolved)."""
+        Returns the alert and "raised" when it was not active before (new or resolved), or
+        when this raise is more severe than the active alert: an escalation is raised anew,
+        so the sinks hear of it and an acknowledge of the milder problem does not cover it.
+        A milder raise of an active alert changes nothing but its updated time, so the
+        alert comes out the same whichever order the two arrive in."""
         identifier = alert_id(sid, kind)
         key = keys.alert(identifier)
+        raised_severity = severity or KINDS.get(kind, "warning")
 
         def write(pipe: Pipeline) -> Transition | None:
             # WATCHed: an operator's acknowledge between this read and the write (the web
             # side holds no session lock) makes the transaction re-read, not misfile it.
             found = cast(dict[bytes, bytes], pipe.hgetall(key))
             current = _alert(found) if found else None
-            fields: dict[Any, Any] = {  # redis-py types hset mappings narrowly
-                "message": message,
-                "evidence": orjson.dumps(evidence),
-                "updated_ms": now_ms,
-            }
+            active = current if current is not None and current.state != "resolved" else None
+            change = 0 if active is None else (
+                SEVERITY_RANK[raised_severity] - SEVERITY_RANK[active.severity]
+            )  # fmt: skip
+            fields: dict[Any, Any] = {"updated_ms": now_ms}  # redis-py types it narrowly
+            if change >= 0:
+                fields |= {"message": message, "evidence": orjson.dumps(evidence)}
             transition: Transition | None = None
-            if current is None or current.state == "resolved":
+            if active is None or change > 0:
                 transition = "raised"
                 fields |= {
                     "id": identifier,
                     "sid": sid,
                     "cname": cname or "",
                     "kind": kind,
-                    "severity": severity or KINDS.get(kind, "warning"),
+                    "severity": raised_severity,
                     "state": "open",
                     "raised_ms": now_ms,
                     "acknowledged_ms": "",

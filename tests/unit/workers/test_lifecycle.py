@@ -250,6 +250,21 @@ class TestEventAlerts:
         assert alert.evidence["errorCode"] == 47
         assert "upload file failed" in alert.message
 
+    @pytest.mark.parametrize(
+        ("details", "severity"),
+        [({"module": 0, "errorLevel": 1}, "info"), ({"module": 2, "errorLevel": 2}, "warning"),
+         ({"module": 0, "errorLevel": 3}, "critical"), ({"module": 6, "errorLevel": 5}, "critical"),
+         ({"module": 1, "errorLevel": 1}, "critical"), ({"module": 0}, "critical")],
+        ids=["debug", "minor", "medium", "fatal", "the uploader's, any level", "no level"],
+    )  # fmt: skip
+    def test_an_error_is_as_loud_as_agora_s_level_says(
+        self, details: dict[str, int], severity: str
+    ):
+        # FACTS §3: errorLevel 1 debug, 2 minor, 3 medium, 4 major, 5 fatal. Every one was
+        # critical, so a debug message paged the on-call engineer.
+        (alert,) = alerts_for_event(1, {**details, "errorCode": 10, "stat": 0}, SID)
+        assert alert.severity == severity
+
     def test_a_slice_sent_to_backup_warns(self):
         (alert,) = alerts_for_event(2, {"module": 1, "warnCode": 32}, SID)
         assert alert.kind == "upload_warning"
