@@ -34,7 +34,7 @@ from webhook.jobs import callback_queue
 from webhook.redis_server import RedisServer
 from webhook.store import CallbackStore, keys
 
-TOKEN = "bench-api-token"
+TOKEN = "bench-reconcile-api-token"
 
 
 def api_request(sid: str, n: int) -> bytes:

@@ -30,7 +30,7 @@ from webhook.store.recordings import RecordingStore
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "demo-ncs-secret"
-TOKEN = "demo-api-token"
+TOKEN = "demo-api-token-for-the-tour"
 DEADLINE_S = 5
 
 

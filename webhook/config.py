@@ -264,7 +264,7 @@ class Settings:
             log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal above
             log_level=log_level,
             log_callbacks=_choice(env, "LOG_CALLBACKS", ("notable", "all"), "notable"),  # type: ignore[arg-type]  # one of the Literal's values
-            api_tokens=tuple(t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip()),
+            api_tokens=_api_tokens(env, environment),
             agora_api_base=env.get("AGORA_API_BASE", "").strip() or "https://api.sd-rtn.com",
             agora_app_id=env.get("AGORA_APP_ID", "").strip(),
             agora_customer_id=env.get("AGORA_CUSTOMER_ID", "").strip(),
@@ -360,6 +360,23 @@ def _check_replay_window(settings: Settings) -> None:
             f"{settings.dedupe_window.total_seconds():g} s: a replayed callback would pass the "
             "age check after its noticeId was forgotten, and be stored twice"
         )
+
+
+# The tokens are compared as they are, unthrottled (docs/security.md): only their length
+# keeps them from being guessed.
+MIN_API_TOKEN_LENGTH = 16
+
+
+def _api_tokens(env: Mapping[str, str], environment: str) -> tuple[str, ...]:
+    tokens = tuple(t.strip() for t in env.get("API_TOKENS", "").split(",") if t.strip())
+    short = sum(len(t) < MIN_API_TOKEN_LENGTH for t in tokens)
+    if short and environment == "production":
+        raise ConfigError(
+            f"API_TOKENS holds {short} token(s) shorter than {MIN_API_TOKEN_LENGTH} "
+            "characters; in production each must be a long random string, such as "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))' prints"
+        )
+    return tokens
 
 
 def redact_url(url: str) -> str:

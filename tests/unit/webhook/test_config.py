@@ -27,6 +27,17 @@ def test_production_with_only_blank_secrets_is_refused() -> None:
         Settings.from_env(PRODUCTION | {"AGORA_CALLBACK_SECRETS": " , ,"})
 
 
+def test_production_refuses_a_short_api_token_without_showing_it() -> None:
+    # /api/v1 and the dashboard's login compare tokens unthrottled: "admin" is guessed.
+    env = PRODUCTION | {"API_TOKENS": "a-long-random-ops-token-1, admin"}
+
+    with pytest.raises(ConfigError, match="1 token\\(s\\) shorter than 16") as refused:
+        Settings.from_env(env)
+    assert "admin" not in str(refused.value)
+    assert Settings.from_env(DEVELOPMENT | {"API_TOKENS": "admin"}).api_tokens == ("admin",)
+    assert Settings.from_env(PRODUCTION | {"API_TOKENS": "x" * 16}).api_tokens == ("x" * 16,)
+
+
 def test_production_is_the_default_environment() -> None:
     with pytest.raises(ConfigError, match="AGORA_CALLBACK_SECRETS"):
         Settings.from_env({})
