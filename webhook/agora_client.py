@@ -288,8 +288,21 @@ def _redact_storage(storage: Any) -> Any:
     kept = {key: redact(storage[key]) for key in STORAGE_KEPT_KEYS if key in storage}
     endpoint = _mapping(storage.get("extensionParams")).get("endpoint")
     if endpoint is not None:
-        kept["extensionParams"] = {"endpoint": endpoint}
+        kept["extensionParams"] = {"endpoint": _where_only(endpoint)}
     return kept
+
+
+def _where_only(endpoint: Any) -> Any:
+    """An endpoint as where, never who: without a user:password@ or a query, which can
+    carry credentials (Agora's S3-compatible vendor takes any URL here)."""
+    if not isinstance(endpoint, str):
+        return endpoint
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        scheme, rest = "", endpoint
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{authority.rpartition('@')[2]}{slash}{path}"
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,23 @@ def test_redact_keeps_only_where_storage_goes() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "kept"),
+    [("https://AKIAEXAMPLE:DO-NOT-LEAK@s3.example.com/base", "https://s3.example.com/base"),
+     ("AKIAEXAMPLE:DO-NOT-LEAK@s3.example.com", "s3.example.com"),
+     ("https://s3.example.com:9000/?X-Amz-Signature=DO-NOT-LEAK", "https://s3.example.com:9000/"),
+     ("https://s3.example.com", "https://s3.example.com")],
+)  # fmt: skip
+def test_redact_keeps_where_an_endpoint_is_but_not_its_credentials(
+    endpoint: str, kept: str
+) -> None:
+    storage = {**START_REQUEST["storageConfig"], "extensionParams": {"endpoint": endpoint}}
+
+    assert redact({"storageConfig": storage})["storageConfig"]["extensionParams"] == {
+        "endpoint": kept
+    }
+
+
 def test_redact_leaves_its_input_alone() -> None:
     before = json.dumps(START_REQUEST, sort_keys=True)
 
