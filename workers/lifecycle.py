@@ -113,6 +113,16 @@ def has_started(summary: SessionSummary | None) -> bool:
     return summary is not None and any(summary.counts.get(t, 0) for t in RUNNING_EVENTS)
 
 
+# Events that say files were made, so an upload status must follow (FACTS §3: the first
+# slice, progress every minute while recording, the first M3U8 uploaded).
+RECORDED_EVENTS = (EventType.RECORDER_SLICE_START, EventType.UPLOADING_PROGRESS,
+                   EventType.CLOUD_RECORDING_FILE_INFOS)  # fmt: skip
+
+
+def has_recorded(summary: SessionSummary | None) -> bool:
+    return summary is not None and any(summary.counts.get(t, 0) for t in RECORDED_EVENTS)
+
+
 def has_ended_by_itself(facts: RecordingFacts, summary: SessionSummary | None) -> bool:
     """Agora ended the session (session_exit) before any stop of the app's reached it: no
     stop, or one that found no task (404, 400 code 49: FACTS §6.3, §10.7 "already done")."""
@@ -303,6 +313,27 @@ def assess(
                 + complete,
                 {"http_status": stop.http_status, "code": stop.code,
                  "uploading_status": stop.uploading_status, "upload_progress": progress},
+            ))  # fmt: skip
+        else:
+            at_deadline(deadline)
+
+    # 2b. Agora ended the session by itself after recording, and no upload status came.
+    # Its exit "after ... files were uploaded" (FACTS §3, exitStatus 0) implies an uploaded
+    # or a backuped, which NCS may have dropped (§5.1): without this the session was final
+    # (exited_idle) and a lost backuped was never checked.
+    if has_ended_by_itself(facts, summary) and has_recorded(summary) and summary is not None:
+        deadline = summary.last_seen_ms + _ms(deadlines.upload_status)
+        if upload_status(facts, summary) is not None:
+            resolved.append("upload_status_unknown")
+        elif now_ms >= deadline:
+            raised.append(AlertSpec(
+                "upload_status_unknown",
+                f"Agora ended {facts.sid} ({cname}) by itself (session_exit) after it "
+                "recorded, and neither uploaded nor backuped arrived within "
+                f"{int(deadlines.upload_status.total_seconds())} s of its last event: the "
+                "upload notification may be lost. Check your storage.",
+                {"last_seen_ms": summary.last_seen_ms,
+                 "upload_progress": summary.upload_progress, "files": list(files)},
             ))  # fmt: skip
         else:
             at_deadline(deadline)

@@ -485,6 +485,28 @@ class TestOtherRules:
         assert ctx.recordings.facts(SID).state == "exited_idle"
         assert ctx.alerts.for_session(SID) == []
 
+    def test_an_idle_exit_after_recording_whose_upload_never_came_alerts(
+        self, ctx: WorkerContext, s3_bucket: str
+    ):
+        ctx.recordings.record_start(SID, start(s3_bucket))
+        for prefix, sequence, minute in (
+            ("40_", 0, 0),
+            ("42_", 1, 0),
+            ("33_", 2, 1),
+            ("11_", 3, 5),
+        ):
+            deliver(ctx, prefix, sequence, T0 + 1000 + minute * MIN)
+
+        waiting = reconcile(ctx, SID, T0 + 6 * MIN)
+        reconcile(ctx, SID, T0 + 11 * MIN)  # 5 min after the exit, no uploaded or backuped
+        raised = open_kinds(ctx)
+        deliver(ctx, "31_", 4, T0 + 12 * MIN)  # a late one after all
+        reconcile(ctx, SID, T0 + 12 * MIN)
+
+        assert (waiting.state, waiting.next_due_ms) == ("exited_idle", T0 + 1000 + 10 * MIN)
+        assert raised == {"upload_status_unknown"}
+        assert open_kinds(ctx) == set()
+
     @pytest.mark.parametrize(
         ("http_status", "response"),
         [(404, {"code": 404, "reason": "failed to find worker"}),

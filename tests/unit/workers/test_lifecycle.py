@@ -238,6 +238,28 @@ class TestStartAndSilence:
         assert decision.raise_alerts == ()
         assert decision.next_due_ms is None
 
+    def test_an_idle_exit_after_recording_waits_for_its_upload_then_alerts(self):
+        # Agora exits "after ... files were uploaded" (FACTS §3), so an uploaded or a
+        # backuped must follow; NCS may drop it (§5.1). The session was final, unwatched.
+        recorded = summary(counts={40: 1, 42: 1, 33: 8, 11: 1}, last_seen_ms=T0 + 9 * MIN)
+        deadline = T0 + 9 * MIN + 5 * MIN
+
+        waiting = assess(facts(), recorded, DEADLINES, deadline - 1)
+        alerted = assess(facts(), recorded, DEADLINES, deadline)
+        uploaded = replace(recorded, counts={**recorded.counts, 31: 1}, upload_status="uploaded",
+                           upload_ok=True)  # fmt: skip
+        settled = assess(facts(), uploaded, DEADLINES, deadline)
+
+        assert (waiting.state, waiting.raise_alerts, waiting.next_due_ms) == (
+            "exited_idle",
+            (),
+            deadline,
+        )
+        assert kinds(alerted.raise_alerts) == {"upload_status_unknown"}
+        assert "upload notification may be lost" in alerted.raise_alerts[0].message
+        assert settled.raise_alerts == ()
+        assert "upload_status_unknown" in settled.resolve_kinds
+
 
 class TestEventAlerts:
     def test_an_uploader_error_carries_agoras_code_and_message(self):
