@@ -445,6 +445,7 @@ def assess(
 WARN_SLICE_TO_BACKUP = 32
 MODULE_UPLOADER = 1
 WEB_STOP_CODES_OK = (0, 1)  # ok, max_recording_hour
+EXIT_STATUS_NORMAL = 0  # FACTS §3, event 11: 1 is abnormal (bad parameters, say)
 
 
 # Agora's errorLevel (FACTS §3): 1 debug, 2 minor, 3 medium, 4 major, 5 fatal.
@@ -493,6 +494,16 @@ def alerts_for_event(
             {**{k: details.get(k) for k in ("vendor", "region", "bucket")},
              # The Chinese docs spell it filename (FACTS.md conflicts table).
              "fileName": details.get("fileName", details.get("filename"))},
+        ),)  # fmt: skip
+    if event_type == EventType.SESSION_EXIT and whole_number(details.get("exitStatus")) not in (
+        EXIT_STATUS_NORMAL,
+        None,
+    ):
+        return (AlertSpec(
+            "recording_error",
+            f"Agora ended recording {sid} abnormally (session_exit, exitStatus "
+            f"{details.get('exitStatus')}: bad start parameters, say); its files may be missing.",
+            {"exitStatus": details.get("exitStatus")},
         ),)  # fmt: skip
     if event_type == EventType.SESSION_FAILOVER:
         return (AlertSpec(

@@ -303,6 +303,13 @@ class TestEventAlerts:
         assert alerts_for_event(71, {"code": "0", "message": "ok"}, SID) == ()
         assert alerts_for_event(71, {"code": True, "message": "ok"}, SID) != ()  # not a number
 
+    def test_an_abnormal_session_exit_is_an_error_and_a_normal_one_is_not(self):
+        # FACTS §3, event 11: exitStatus 0 normal, 1 abnormal (bad parameters, say).
+        (alert,) = alerts_for_event(11, {"exitStatus": 1}, SID)
+        assert (alert.kind, alert.evidence) == ("recording_error", {"exitStatus": 1})
+        assert alerts_for_event(11, {"exitStatus": 0}, SID) == ()
+        assert alerts_for_event(11, {}, SID) == ()  # flagged, says nothing
+
     def test_failover_is_a_warning_that_explains_the_404s(self):
         (alert,) = alerts_for_event(12, {"newUid": 3957220413}, SID)
         assert alert.kind == "failover"
