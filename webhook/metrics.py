@@ -106,19 +106,21 @@ class PipelineCollector(Collector):
         for state, count in self.alerts.count_by_state().items():
             by_state.add_metric([state], count)
         yield by_state
+        # state tells an alert nobody took (open) from one someone acknowledged: a pager
+        # rule wants the first only, or an acknowledged lost recording pages for 30 days.
         open_alerts = GaugeMetricFamily(
             "agora_open_alerts",
-            f"Alerts not resolved, by kind and severity (the newest {OPEN_ALERTS_READ} per "
-            "state; agora_alerts counts them all)",
-            labels=["kind", "severity"],
+            f"Alerts not resolved, by kind, severity and state (the newest {OPEN_ALERTS_READ} "
+            "per state; agora_alerts counts them all)",
+            labels=["kind", "severity", "state"],
         )
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str, str], int] = {}
         for state in ("open", "acknowledged"):
             for alert in self.alerts.in_state(state, limit=OPEN_ALERTS_READ):
-                key = (alert.kind, alert.severity)
+                key = (alert.kind, alert.severity, state)
                 counts[key] = counts.get(key, 0) + 1
-        for (kind, severity), count in sorted(counts.items()):
-            open_alerts.add_metric([kind, severity], count)
+        for labels, count in sorted(counts.items()):
+            open_alerts.add_metric(list(labels), count)
         yield open_alerts
         due_ms = _lowest_score(self.redis, keys.active_recordings())
         age = GaugeMetricFamily(

@@ -54,10 +54,26 @@ def test_callbacks_refusals_and_pipeline_state_are_counted(
     # The uploaded event's follow-up waits for a worker's relay (none runs here).
     assert value(after, "agora_handoffs_waiting") == 2  # stored, and resent while pending
     assert value(after, "agora_queue_depth") == 0
-    assert value(after, "agora_open_alerts", kind="backup_not_uploaded", severity="critical") == 1
+    lost_backup = {"kind": "backup_not_uploaded", "severity": "critical", "state": "open"}
+    assert value(after, "agora_open_alerts", **lost_backup) == 1
     assert value(after, "agora_alerts", state="open") == 1
     assert value(after, "agora_alerts", state="resolved") == 0
     assert value(after, "agora_redis_up") == 1
+
+
+def test_an_acknowledged_alert_is_still_counted_but_no_longer_as_open(
+    client: FlaskClient, redis: Redis
+):
+    alerts = AlertStore(redis)
+    alert, _ = alerts.raise_alert(sid="s", cname="c", kind="upload_failed", message="m",
+                                  evidence={}, now_ms=now_ms())  # fmt: skip
+
+    alerts.acknowledge(alert.id, now_ms=now_ms())
+    samples = scrape(client)
+
+    labels = {"kind": "upload_failed", "severity": "critical"}
+    assert value(samples, "agora_open_alerts", **labels, state="acknowledged") == 1
+    assert value(samples, "agora_open_alerts", **labels, state="open") == 0
 
 
 def test_readiness_reports_workers_without_requiring_them(client: FlaskClient):
