@@ -321,7 +321,7 @@ def assess(
     # Its exit "after ... files were uploaded" (FACTS §3, exitStatus 0) implies an uploaded
     # or a backuped, which NCS may have dropped (§5.1): without this the session was final
     # (exited_idle) and a lost backuped was never checked.
-    if has_ended_by_itself(facts, summary) and has_recorded(summary) and summary is not None:
+    if summary is not None and has_recorded(summary) and has_ended_by_itself(facts, summary):
         deadline = summary.last_seen_ms + _ms(deadlines.upload_status)
         if upload_status(facts, summary) is not None:
             resolved.append("upload_status_unknown")
