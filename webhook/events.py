@@ -156,7 +156,7 @@ class Callback:
         """Upload progress 0..10000 of an uploading_progress event."""
         if self.event_type != EventType.UPLOADING_PROGRESS:
             return None
-        return _whole_number(self.details.get("progress"))
+        return _json_integer(self.details.get("progress"))
 
     @property
     def files(self) -> tuple[RecordedFile, ...] | None:
@@ -170,11 +170,13 @@ class Callback:
 
     @property
     def detail_status(self) -> int | None:
-        return _whole_number(self.details.get("status"))
+        return _json_integer(self.details.get("status"))
 
 
-def _whole_number(value: Any) -> int | None:
-    """An integer of the details, or None. Flagged details are kept as they came, where a
-    JSON true or false is a bool, which Python counts as an int: as the store's argument it
-    failed the write (a 503 to every resend) or read a false status as 0, normal."""
+def _json_integer(value: Any) -> int | None:
+    """A JSON integer of the details, or None. Not schemas.whole_number, which also takes
+    the string of one through marshmallow: this runs on every callback. Flagged details are
+    kept as they came, where a JSON true or false is a bool, which Python counts as an int:
+    as the store's argument it failed the write (a 503 to every resend) or read a false
+    status as 0, normal."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
